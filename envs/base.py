@@ -1,0 +1,122 @@
+"""The world interface: a batched, device-resident simulator of an observer.
+
+A *world* holds a set of episodes (objects or images). Its state is a dict of tensors for ``n`` parallel
+episodes; ``step`` applies a *relative* transformation and ``render`` returns the views. Everything is torch, on
+the world's device, so a GPU produces whole training batches without touching the host.
+
+Each world also declares how to express the change between two views as an action (``relative``), which is
+how training batches, the view bank and every equivariance probe get their targets: one mechanism for all.
+
+Implementing a world (see ``docs/plugins.md`` for a complete example)::
+
+    class MyWorld(World):
+        @dataclass
+        class Options:
+            image_size: int = opt(32, "side of the square views", ge=8)
+            split: Literal["train", "test"] = opt("train", "which episodes")
+        name = "my world"
+        def __init__(self, options, device="cpu"): ...
+        def reset(self, n, generator, episodes=None): ...   # -> state dict with "label", "params", "episode"
+        def step(self, state, action, generator): ...       # -> new state
+        def render(self, state): ...                        # -> uint8 [n, 3, H, W]
+        def relative(self, p_from, p_to): ...               # -> actions [..., action_dim]
+        def sample_action(self, state, generator): ...      # the default random policy
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+State = dict[str, Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Factor:
+    """A named slice of the action vector, and the probe head the paper uses for it."""
+    start: int
+    stop: int
+    head: str = "mlp"  # "mlp" (rotation, crop, jitter) or "linear" (colour, blur, position)
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.stop)
+
+
+class World(abc.ABC):
+    """Base class of every world. Subclasses set the class attributes and implement the abstract methods.
+
+    State dicts always hold ``label`` (long [n], the class; -1 where unlabelled), ``episode`` (long [n], which
+    object or image) and ``params`` (float [n, P], the absolute transformation of the current view, from which
+    ``relative`` computes actions and probes read their targets). A world may keep more tensors in its state
+    (nuisances, inhibition masks); every one has leading dimension n, so states can be masked and merged.
+
+    Every ``generator`` argument is a ``torch.Generator`` on the world's device, and all randomness comes from
+    it: the same generator state gives the same views.
+    """
+
+    Options: ClassVar[type]                      # a dataclass of the world's options, fields declared with opt()
+    name: ClassVar[str] = ""                     # one line for `run.py envs`
+    action_doc: ClassVar[str] = ""               # what the action means, with units
+    metadata: ClassVar[dict] = {"render_fps": 4}
+
+    options: Any
+    device: torch.device
+    num_classes: int
+    num_episodes: int
+    image_size: int          # side of the (square) view
+    action_dim: int
+    param_dim: int
+    factors: dict[str, Factor]
+    action_low: Tensor       # [action_dim], the bounds of the action space
+    action_high: Tensor
+
+    @abc.abstractmethod
+    def reset(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> State:
+        """Start ``n`` episodes (random ones, or ``episodes``) at random initial views."""
+
+    @abc.abstractmethod
+    def step(self, state: State, action: Tensor, generator: torch.Generator) -> State:
+        """Apply the relative transformations ``action`` [n, action_dim]; returns the new state."""
+
+    @abc.abstractmethod
+    def render(self, state: State) -> Tensor:
+        """The current views, uint8 [n, 3, H, W] on the world's device."""
+
+    @abc.abstractmethod
+    def relative(self, p_from: Tensor, p_to: Tensor) -> Tensor:
+        """The action that maps a view with params ``p_from`` to one with ``p_to`` ([..., P] -> [..., A])."""
+
+    @abc.abstractmethod
+    def sample_action(self, state: State, generator: torch.Generator) -> Tensor:
+        """A random relative transformation within the world's ranges (the paper's sampling)."""
+
+    def absolute(self, params: Tensor) -> dict[str, Tensor]:
+        """Per-view targets for absolute probes (e.g. the rotation quaternion). Empty if none."""
+        return {}
+
+    def render_frame(self, state: State) -> Tensor:
+        """What a person sees for ``render()``: by default the view itself, uint8 [n, 3, H', W']."""
+        return self.render(state)
+
+    def check_action(self, action: Tensor) -> Tensor:
+        """Validate shape and finiteness; clip to the action space. Raises ValueError naming the problem."""
+        if action.ndim != 2 or action.shape[1] != self.action_dim:
+            raise ValueError(f"action: got shape {tuple(action.shape)}; expected [n, {self.action_dim}] "
+                             f"({self.action_doc})")
+        if not torch.isfinite(action).all():
+            raise ValueError(f"action: got a non-finite value {action.tolist()}; expected finite numbers "
+                             f"in [{self.action_low.tolist()}, {self.action_high.tolist()}]")
+        return torch.minimum(torch.maximum(action, self.action_low), self.action_high)
+
+
+def split_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded from ``generator``, so CPU seeding drives device-side sampling."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g

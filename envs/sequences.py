@@ -1,0 +1,160 @@
+"""Training sequences from a world: a pre-rendered view bank, or live rendering driven by an agent.
+
+Both sources yield the same :class:`Batch`. Actions are always ``world.relative`` of consecutive views' params,
+so a sequence read from the bank and one produced live by an agent carry the same kind of action.
+
+>>> from envs import make_world
+>>> world = make_world("seqjepa/RotatingObjects-v0", image_size=32)
+>>> source = SequenceSource(world, seq_len=3, batch_size=8, seed=0)
+>>> batch = source.next()
+>>> batch.views.shape, batch.actions.shape
+(torch.Size([8, 4, 3, 32, 32]), torch.Size([8, 3, 4]))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .base import State, World
+
+BANK_FORMAT = 1  # bump when the bank's contents or the renderers change, so old caches are not reused
+
+
+@dataclasses.dataclass
+class Batch:
+    """A batch of sequences of M+1 views; the last view is the prediction target."""
+    views: Tensor     # uint8 [B, T, 3, H, W]
+    actions: Tensor   # float [B, T-1, A]: actions[:, i] maps view i to view i+1
+    params: Tensor    # float [B, T, P]: each view's absolute transformation (probe targets)
+    labels: Tensor    # long [B]
+    episodes: Tensor  # long [B]: which object / image
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in dataclasses.astuple(self)))
+
+    def take(self, steps: int) -> "Batch":
+        """The first ``steps`` views (and the actions between them)."""
+        return Batch(self.views[:, :steps], self.actions[:, :steps - 1], self.params[:, :steps], self.labels,
+                     self.episodes)
+
+
+Policy = Callable[[World, State, torch.Generator], Tensor]
+
+
+def rollout(world: World, policy: Policy, n: int, steps: int, generator: torch.Generator,
+            episodes: Tensor | None = None) -> Batch:
+    """Run ``policy`` for ``steps`` views in ``n`` parallel episodes and return the sequence."""
+    state = world.reset(n, generator, episodes)
+    views, params = [world.render(state)], [state["params"]]
+    for _ in range(steps - 1):
+        state = world.step(state, policy(world, state, generator), generator)
+        views.append(world.render(state))
+        params.append(state["params"])
+    p = torch.stack(params, 1)
+    return Batch(torch.stack(views, 1), world.relative(p[:, :-1], p[:, 1:]), p, state["label"], state["episode"])
+
+
+def random_policy(world: World, state: State, generator: torch.Generator) -> Tensor:
+    return world.sample_action(state, generator)
+
+
+class ViewBank:
+    """N episodes x V views rendered once (like 3DIEBench's 50 views per object) and cached as uint8.
+
+    The cache file name is a hash of everything that determines its contents (world id and resolved options,
+    N, V, seed, format version), so a bank is never reused for other settings.
+    """
+
+    def __init__(self, views: Tensor, params: Tensor, labels: Tensor, episodes: Tensor):
+        self.views, self.params, self.labels, self.episodes = views, params, labels, episodes
+
+    @property
+    def num_views(self) -> int:
+        return self.views.shape[1]
+
+    def to(self, device: torch.device | str) -> "ViewBank":
+        return ViewBank(self.views.to(device), self.params.to(device), self.labels.to(device),
+                        self.episodes.to(device))
+
+    @staticmethod
+    def key(world_id: str, world: World, objects: int, views: int, seed: int) -> str:
+        spec = {"world": world_id, "options": dataclasses.asdict(world.options), "objects": objects,
+                "views": views, "seed": seed, "format": BANK_FORMAT}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def render(cls, world: World, objects: int, views: int, seed: int, chunk: int = 256,
+               log: Callable[[str], None] | None = None) -> "ViewBank":
+        """Render ``views`` views per episode by a random-policy rollout (for the rotating objects: independent
+        random poses, like 3DIEBench; for saccades: the saliency + inhibition-of-return path)."""
+        g = torch.Generator(device=world.device)
+        g.manual_seed(seed)
+        episodes = torch.arange(objects, device=world.device) % world.num_episodes
+        parts = []
+        for start in range(0, objects, chunk):
+            parts.append(rollout(world, random_policy, len(episodes[start:start + chunk]), views, g,
+                                 episodes[start:start + chunk]))
+            if log:
+                log(f"view bank: {min(start + chunk, objects)}/{objects} episodes x {views} views")
+        return cls(torch.cat([b.views for b in parts]), torch.cat([b.params for b in parts]),
+                   torch.cat([b.labels for b in parts]), episodes)
+
+    @classmethod
+    def cached(cls, world_id: str, world: World, objects: int, views: int, seed: int, cache_dir: str,
+               log: Callable[[str], None] | None = None) -> "ViewBank":
+        """Load the bank for these settings from ``cache_dir``, rendering and saving it first if absent."""
+        path = Path(os.path.expanduser(cache_dir)) / f"bank-{cls.key(world_id, world, objects, views, seed)}.pt"
+        if path.exists():
+            data = torch.load(path, map_location=world.device, weights_only=True)
+            return cls(data["views"], data["params"], data["labels"], data["episodes"])
+        bank = cls.render(world, objects, views, seed, log=log)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"views": bank.views.cpu(), "params": bank.params.cpu(), "labels": bank.labels.cpu(),
+                    "episodes": bank.episodes.cpu()}, tmp)
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written bank under the real name
+        return bank
+
+    def sample(self, world: World, n: int, steps: int, generator: torch.Generator) -> Batch:
+        """``n`` sequences of ``steps`` distinct views of random episodes, in random order."""
+        if steps > self.num_views:
+            raise ValueError(f"seq_len: a sequence of {steps} views needs a bank with at least that many views "
+                             f"per object; the bank has {self.num_views} (raise world.bank_views)")
+        dev = self.views.device
+        rows = torch.randint(0, self.views.shape[0], (n,), generator=generator, device=dev)
+        idx = torch.rand(n, self.num_views, generator=generator, device=dev).argsort(1)[:, :steps]
+        views = self.views[rows[:, None], idx]
+        params = self.params[rows[:, None], idx]
+        return Batch(views, world.relative(params[:, :-1], params[:, 1:]), params, self.labels[rows],
+                     self.episodes[rows])
+
+
+class SequenceSource:
+    """Yields training batches of ``seq_len + 1`` views, from a bank or live; resumable via state_dict."""
+
+    def __init__(self, world: World, *, seq_len: int, batch_size: int, seed: int, bank: ViewBank | None = None,
+                 policy: Policy = random_policy):
+        self.world, self.seq_len, self.batch_size = world, seq_len, batch_size
+        self.bank, self.policy = bank, policy
+        device = bank.views.device if bank is not None else world.device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def next(self) -> Batch:
+        if self.bank is not None:
+            return self.bank.sample(self.world, self.batch_size, self.seq_len + 1, self.generator)
+        return rollout(self.world, self.policy, self.batch_size, self.seq_len + 1, self.generator)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"].cpu())

@@ -1,0 +1,100 @@
+"""Suite ``path_integration``: regress the action x_1 → x_{M+1} from [z_agg(M views), a_M], for M = 1…7.
+
+Paper §4.4 / App. B.9 (Fig. 6). The target is the cumulative transformation ``world.relative(params[:, 0],
+params[:, M])``: the model saw a_1…a_{M-1} inside z_agg and gets a_M beside it, so it has to integrate the path.
+Three conditions, all at inference on the same frozen model (the paper's ablations):
+
+* ``full``       — z_agg(z_1…z_M, e_1…e_{M-1}) ⊕ e_M
+* ``no_actions`` — every action embedding zeroed: z_agg(z, 0) ⊕ 0 ("Vision / No Act. Cond.")
+* ``no_vision``  — every encoder output zeroed before aggregation: z_agg(0, e) ⊕ e_M ("No Vision / Act. Cond.")
+
+``a_M`` enters as the model's own action embedding e(a_M) (the paper leaves raw-vs-embedded open; zeroing the
+embedding is then exactly the "action embeddings zeroed" ablation). A model without an action pathway
+(``act_cond=none``) gets the raw a_M instead; its ``no_actions`` condition zeroes that raw action. The head is the
+factor's own (``world.factors``: MLP for rotations, linear for saccade positions), one per factor.
+At M = 1 the target equals a_1, so ``full`` and ``no_vision`` score R² ≈ 1 by construction (the paper notes this).
+
+JSON keys: ``path_integration/{factor}/{condition}/M={m}`` for condition in full, no_actions, no_vision.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from .common import Context, actions_of, frozen, has_predictor, regress, relative
+from .features import uses_actions
+
+if TYPE_CHECKING:
+    from seqjepa.config import EvalConfig
+
+NAME = "path_integration"
+PATH_M = tuple(range(1, 8))  # the paper's Fig. 6 x-axis
+CONDITIONS = {
+    "full": "vision + actions: z_agg(z_1..z_M, e_1..e_{M-1}) ⊕ e_M",
+    "no_actions": "action embeddings zeroed for every view and for a_M: z_agg(z, 0) ⊕ 0",
+    "no_vision": "encoder outputs zeroed before aggregation: z_agg(0, e) ⊕ e_M",
+}
+CHUNK = 1024  # sequences per aggregator call
+
+
+def views_needed(cfg: EvalConfig) -> int:
+    return max(PATH_M) + 1
+
+
+def skip_reason(ctx: Context) -> str | None:
+    if not has_predictor(ctx.model):
+        return "the model has no aggregator/action pathway (encoder-only method)"
+    return None
+
+
+@torch.no_grad()
+def inputs(model: nn.Module, z: Tensor, actions: Tensor, m: int, condition: str, device: torch.device | str
+           ) -> Tensor:
+    """The probe input [N, d_model + action width] of ``condition`` for the first ``m`` views, on the CPU.
+
+    ``z`` [N, ≥m, D] are frozen encoder outputs, ``actions`` [N, ≥m, A] the actions between consecutive views.
+    """
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition: got {condition!r}; allowed: {', '.join(CONDITIONS)}")
+    out = []
+    with frozen(model):
+        for s in range(0, z.shape[0], CHUNK):
+            zc = z[s:s + CHUNK, :m].to(device)
+            ac = actions[s:s + CHUNK, :m].to(device)
+            e = model.embed_actions(ac) if uses_actions(model) else None
+            a_m = e[:, m - 1] if e is not None else ac[:, m - 1].float()
+            if condition == "no_vision":
+                zc = torch.zeros_like(zc)
+            if condition == "no_actions":
+                e, a_m = (None if e is None else torch.zeros_like(e)), torch.zeros_like(a_m)
+            z_agg = model.aggregate(zc, e)
+            out.append(torch.cat([z_agg.float(), a_m.float()], dim=1).cpu())
+    return torch.cat(out)
+
+
+def run(ctx: Context) -> dict[str, dict]:
+    """Fit one head per (factor, condition, M) on the train split and score it on the test split."""
+    tr, te, out = ctx.train, ctx.test, {}
+    acts_tr = actions_of(ctx.world_train, tr["params"])
+    acts_te = actions_of(ctx.world_test, te["params"])
+    steps = min(tr["z"].shape[1], te["z"].shape[1])
+    action_input = "e(a_M), the model's action embedding" if uses_actions(ctx.model) else \
+        "raw a_M (the model has no action embedding)"
+    for condition, text in CONDITIONS.items():
+        for m in (m for m in PATH_M if m < steps):
+            x_tr = inputs(ctx.model, tr["z"], acts_tr, m, condition, ctx.device)
+            x_te = inputs(ctx.model, te["z"], acts_te, m, condition, ctx.device)
+            y_tr = relative(ctx.world_train, tr["params"][:, 0], tr["params"][:, m])
+            y_te = relative(ctx.world_test, te["params"][:, 0], te["params"][:, m])
+            for name, factor in ctx.world_train.factors.items():
+                res = regress(x_tr, y_tr[:, factor.slice], x_te, y_te[:, factor.slice], factor.head, ctx,
+                              views=m, inputs=f"[z_agg(first {m} views), a_M] — {text}",
+                              target=f"world.relative(params[:, 0], params[:, {m}])"
+                                     f"[..., {factor.start}:{factor.stop}] ({name}): x_1 -> x_{m + 1}")
+                res["protocol"].update(condition=condition, action_input=action_input, M=m,
+                                       ablation_at="inference only (the model is not retrained)")
+                out[f"path_integration/{name}/{condition}/M={m}"] = res
+    return out

@@ -1,0 +1,179 @@
+"""Probe heads fitted on frozen features: a linear classifier (top-1) and linear / MLP regressors (R²).
+
+Everything runs on the device of the features, full tensors, no data loaders: the features of a whole
+evaluation split fit in memory, so an epoch is a random permutation and a loop over mini-batches.
+Every fit is deterministic given ``seed`` (head initialisation and batch order come from a private
+generator; the global RNG is never touched).
+
+Inputs are standardised with the *train* split's per-dimension mean and std; regression targets are
+standardised the same way for training and de-standardised before scoring, so R² is in the target's own
+units. Test metrics are read once, after the last epoch (no selection on the test split).
+
+>>> x = torch.randn(512, 8); w = torch.randn(8, 3)
+>>> fit_regressor(x[:400], x[:400] @ w, x[400:], x[400:] @ w, head="linear", hidden=0, epochs=50,
+...               lr=1e-2, batch_size=64, seed=0)["r2"] > 0.99
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+# Constant feature / target dimensions get this std, so they become (near) zero instead of NaN.
+_MIN_STD = 1e-6
+
+
+def r2_score(y_true: Tensor, y_pred: Tensor, multioutput: Literal["uniform", "global", "raw"] = "uniform"
+             ) -> Tensor:
+    """Coefficient of determination, in torch.
+
+    * ``"uniform"``: the mean over output dimensions of each dimension's R² (sklearn's default
+      ``multioutput="uniform_average"``, what the seq-JEPA code reports).
+    * ``"global"``: ``1 - SSE / SST`` over all entries flattened, with SST about the single grand mean
+      (SIE's ``eval_angle_prediction.py``).
+    * ``"raw"``: the per-dimension values.
+
+    Like sklearn (``force_finite=True``), a constant target scores 1 if predicted exactly, else 0.
+
+    >>> y = torch.tensor([[1., 2.], [3., 5.], [5., 4.]])
+    >>> round(float(r2_score(y, y)), 3)
+    1.0
+    """
+    y_true, y_pred = _as_2d(y_true).double(), _as_2d(y_pred).double()
+    if multioutput == "global":
+        sse = ((y_true - y_pred) ** 2).sum()
+        sst = ((y_true - y_true.mean()) ** 2).sum()
+        return _finite_r2(sse, sst).float()
+    sse = ((y_true - y_pred) ** 2).sum(0)
+    sst = ((y_true - y_true.mean(0)) ** 2).sum(0)
+    per_dim = _finite_r2(sse, sst)
+    return (per_dim if multioutput == "raw" else per_dim.mean()).float()
+
+
+def _finite_r2(sse: Tensor, sst: Tensor) -> Tensor:
+    # sklearn's force_finite rule: 0/0 -> 1 (perfect), x/0 -> 0 (no better than the mean).
+    safe = torch.where(sst > 0, sst, torch.ones_like(sst))
+    r2 = 1 - sse / safe
+    return torch.where(sst > 0, r2, torch.where(sse == 0, torch.ones_like(r2), torch.zeros_like(r2)))
+
+
+def _as_2d(y: Tensor) -> Tensor:
+    return y.unsqueeze(1) if y.ndim == 1 else y
+
+
+def standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Scale both splits with the train split's per-dimension mean and std.
+
+    Returns ``(train_std, test_std, mean, std)`` so predictions can be mapped back with ``p * std + mean``.
+
+    >>> a, b, mean, std = standardize(torch.randn(10, 3) * 5 + 2, torch.randn(4, 3))
+    >>> bool(a.mean(0).abs().max() < 1e-5)
+    True
+    """
+    train, test = train.float(), test.float()
+    mean = train.mean(0, keepdim=True)
+    std = train.std(0, unbiased=False, keepdim=True).clamp_min(_MIN_STD)
+    return (train - mean) / std, (test - mean) / std, mean, std
+
+
+def _generator(seed: int) -> torch.Generator:
+    g = torch.Generator()  # CPU: the same seed gives the same head and batch order on any device
+    g.manual_seed(seed)
+    return g
+
+
+def _linear(in_dim: int, out_dim: int, g: torch.Generator) -> nn.Linear:
+    # PyTorch's default nn.Linear init (uniform ±1/sqrt(fan_in)), drawn from our generator instead of the
+    # global one (skip_init allocates without the default init) so probes neither depend on nor disturb the
+    # caller's RNG state.
+    layer = torch.nn.utils.skip_init(nn.Linear, in_dim, out_dim)
+    bound = 1.0 / math.sqrt(in_dim)
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound, generator=g)
+        if layer.bias is not None:
+            layer.bias.uniform_(-bound, bound, generator=g)
+    return layer
+
+
+def make_head(in_dim: int, out_dim: int, head: Literal["linear", "mlp"], hidden: int,
+              g: torch.Generator) -> nn.Module:
+    """A linear layer, or the official code's MLP: in -> hidden -> hidden -> out with ReLU."""
+    if head == "linear":
+        return _linear(in_dim, out_dim, g)
+    if head == "mlp":
+        return nn.Sequential(_linear(in_dim, hidden, g), nn.ReLU(), _linear(hidden, hidden, g), nn.ReLU(),
+                             _linear(hidden, out_dim, g))
+    raise ValueError(f"head: got {head!r}; allowed: 'linear' or 'mlp'")
+
+
+def train_head(head: nn.Module, x: Tensor, y: Tensor, loss_fn, *, epochs: int, lr: float, batch_size: int,
+               g: torch.Generator) -> nn.Module:
+    """Adam (default betas, no weight decay) on shuffled mini-batches for ``epochs`` passes over ``x``."""
+    head.train()
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    n = x.shape[0]
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=g).to(x.device)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            loss = loss_fn(head(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    head.eval()
+    return head
+
+
+@torch.no_grad()
+def _predict(head: nn.Module, x: Tensor, chunk: int = 65536) -> Tensor:
+    # Chunked so very large test sets through a 1024-wide MLP do not spike memory.
+    return torch.cat([head(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
+
+
+def fit_classifier(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *, num_classes: int,
+                   epochs: int, lr: float, batch_size: int, seed: int) -> float:
+    """Fit a linear classifier (cross-entropy, Adam) on standardised features; return test top-1 in %.
+
+    >>> x = torch.randn(400, 5); y = (x[:, 0] > 0).long()
+    >>> fit_classifier(x[:300], y[:300], x[300:], y[300:], num_classes=2, epochs=20, lr=1e-2,
+    ...                batch_size=64, seed=0) > 90
+    True
+    """
+    with torch.enable_grad():
+        g = _generator(seed)
+        xtr, xte, _, _ = standardize(x_train, x_test)
+        head = make_head(xtr.shape[1], num_classes, "linear", 0, g).to(xtr.device)
+        train_head(head, xtr, y_train.long().to(xtr.device), F.cross_entropy, epochs=epochs, lr=lr,
+                   batch_size=batch_size, g=g)
+    pred = _predict(head, xte).argmax(1)
+    return float((pred == y_test.to(pred.device)).float().mean() * 100)
+
+
+def fit_regressor(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *,
+                  head: Literal["linear", "mlp"], hidden: int, epochs: int, lr: float, batch_size: int,
+                  seed: int) -> dict[str, float]:
+    """Fit a regression head (MSE on standardised targets, Adam); return test R² in the targets' units.
+
+    ``r2`` is the per-dimension R² averaged over dimensions (sklearn, the paper's number); ``r2_global`` is
+    SIE's pooled ``1 - SSE/SST`` over all entries.
+
+    >>> x = torch.randn(300, 4)
+    >>> out = fit_regressor(x[:200], x[:200, :2], x[200:], x[200:, :2], head="mlp", hidden=32,
+    ...                     epochs=30, lr=1e-3, batch_size=32, seed=0)
+    >>> sorted(out)
+    ['r2', 'r2_global']
+    """
+    with torch.enable_grad():
+        g = _generator(seed)
+        xtr, xte, _, _ = standardize(x_train, x_test)
+        ytr, _, y_mean, y_std = standardize(_as_2d(y_train), _as_2d(y_test))
+        net = make_head(xtr.shape[1], ytr.shape[1], head, hidden, g).to(xtr.device)
+        train_head(net, xtr, ytr.to(xtr.device), F.mse_loss, epochs=epochs, lr=lr, batch_size=batch_size, g=g)
+    pred = _predict(net, xte) * y_std.to(xte.device) + y_mean.to(xte.device)
+    target = _as_2d(y_test).float().to(pred.device)
+    return {"r2": float(r2_score(target, pred, "uniform")), "r2_global": float(r2_score(target, pred, "global"))}

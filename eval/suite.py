@@ -1,0 +1,150 @@
+"""The frozen-model evaluation (paper §3): pick suites, draw features once, run each suite, collect its numbers.
+
+Suites, one module each (see its docstring for the protocol and the JSON keys it writes):
+
+    linear_probe      top-1 of a linear classifier on z_agg (every M_val) and on the encoder output
+    equivariance      R² per factor of the relative action from [z_1, z_2]; absolute R² from one view
+    path_integration  R² of the action x_1 → x_{M+1} from [z_agg, a_M], M = 1…7, with the paper's two ablations
+    ood               linear_probe + equivariance scored on out-of-distribution test views (worlds with ``ood``)
+    retrieval         MRR / Hit@1 / Hit@5 of the predictor's output among the object's views (SIE)
+    knn               weighted k-NN top-1 (k = 20, cosine) on z_agg and on the encoder output
+
+Probe data are fresh sequences drawn from the train and test worlds (from a view bank when one is given, else
+rendered live under the random policy), long enough for every selected suite. The model is frozen and in eval
+mode; every number comes back with the protocol that produced it, so a table can be read without the code.
+
+>>> from seqjepa.config import EvalConfig
+>>> res = evaluate(model, world_train, world_test, EvalConfig(), device="cuda", suites="all")   # doctest: +SKIP
+>>> res["metrics"]["linear_probe/z_agg/M=5"]["value"]                                       # doctest: +SKIP
+87.4
+>>> print(format_table({"trained": res, "random init": res0}))                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Callable, Literal
+
+import torch
+from torch import nn
+
+from envs.base import World
+from envs.sequences import ViewBank
+
+from . import equivariance, knn, linear_probe, ood, path_integration, retrieval
+from .common import TEST_SEED_OFFSET, Context, base_protocol, common_protocol, sample_features
+
+if TYPE_CHECKING:
+    from seqjepa.config import EvalConfig
+
+SUITES = {m.NAME: m for m in (linear_probe, equivariance, path_integration, ood, retrieval, knn)}
+SUITE_NAMES = tuple(SUITES)
+CORE_SUITES = ("linear_probe", "equivariance")  # what evaluate() runs unless told otherwise (the first suite)
+
+
+def resolve_suites(suites: Sequence[str] | Literal["all"] | None) -> list[str]:
+    """Suite names in canonical order; ``"all"`` or None = every suite. Raises ValueError on unknown names."""
+    if suites is None or suites == "all":
+        return list(SUITE_NAMES)
+    if isinstance(suites, str):
+        suites = [suites]
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        raise ValueError(f"--suite: got {', '.join(map(repr, unknown))}; allowed: {', '.join(SUITE_NAMES)}")
+    return [s for s in SUITE_NAMES if s in suites]
+
+
+def views_needed(cfg: EvalConfig, suites: Sequence[str] | Literal["all"] | None) -> int:
+    """Views per probe sequence the selected suites need (a bank must hold at least that many per object)."""
+    return max(SUITES[s].views_needed(cfg) for s in resolve_suites(suites))
+
+
+def evaluate(model: nn.Module, world_train: World, world_test: World, cfg: EvalConfig, *,
+             device: torch.device | str, suites: Sequence[str] | Literal["all"] | None = CORE_SUITES,
+             bank_train: ViewBank | None = None, bank_test: ViewBank | None = None,
+             world_ood: World | None = None, bank_ood: ViewBank | None = None,
+             log: Callable[[str], None] = print, autocast: bool = False) -> dict:
+    """Run the selected suites on the frozen ``model`` (already on ``device``); see the module docstring.
+
+    ``suites``: names from ``SUITE_NAMES``, or ``"all"``; a suite that does not apply (no predictor, no OOD
+    option) is skipped and the reason goes to ``notes``. Features are computed on ``device`` and the probes are
+    fitted there too. ``autocast`` runs the model (not the probes) under bf16. Evaluating a random-initialisation
+    baseline is the caller's job: call this again with a fresh model and put both through :func:`format_table`.
+
+    Returns ``{"metrics": {name: {"value": float, ..., "protocol": {...}}}, "protocol": {...}, "suites": [...],
+    "notes": {suite: reason}}``, JSON-serialisable. Regression metrics also carry ``r2`` and ``r2_global``.
+
+    >>> res = evaluate(model, world_tr, world_te, cfg, device="cpu", log=lambda s: None)  # doctest: +SKIP
+    >>> sorted(res["metrics"])[:2]                                                     # doctest: +SKIP
+    ['absolute/quaternion', 'equivariance/rotation']
+    """
+    names = resolve_suites(suites)
+    m_val = sorted(set(cfg.m_val))
+    steps = views_needed(cfg, names)
+    common = common_protocol(world_train, world_test, cfg, steps=steps, bank=bank_train is not None,
+                             autocast=autocast)
+    t0 = time.perf_counter()
+    train = sample_features(model, world_train, bank_train, cfg.train_sequences, steps, cfg.seed, cfg, m_val,
+                            device, autocast)
+    test = sample_features(model, world_test, bank_test, cfg.test_sequences, steps, cfg.seed + TEST_SEED_OFFSET,
+                           cfg, m_val, device, autocast)
+    log(f"eval: features of {cfg.train_sequences}+{cfg.test_sequences} sequences x {steps} views "
+        f"in {time.perf_counter() - t0:.1f}s")
+    ctx = Context(model=model, world_train=world_train, world_test=world_test, cfg=cfg, device=device,
+                  train=train, test=test, base=base_protocol(common), autocast=autocast, bank_train=bank_train,
+                  bank_test=bank_test, world_ood=world_ood, bank_ood=bank_ood, log=log)
+
+    metrics: dict[str, dict] = {}
+    notes: dict[str, str] = {}
+    ran: list[str] = []
+    for name in names:
+        reason = SUITES[name].skip_reason(ctx)
+        if reason is not None:
+            notes[name] = f"skipped: {reason}"
+            log(f"eval: {name} skipped ({reason})")
+            continue
+        t1 = time.perf_counter()
+        for key, result in SUITES[name].run(ctx).items():
+            metrics[key] = result
+            extra = f" (global {result['r2_global']:.3f})" if "r2_global" in result else ""
+            log(f"eval: {key} = {result['value']:.3f}{extra}")
+        ran.append(name)
+        log(f"eval: suite {name} in {time.perf_counter() - t1:.1f}s")
+    log(f"eval: done in {time.perf_counter() - t0:.1f}s")
+    return {"metrics": metrics, "protocol": common, "suites": ran, "notes": notes}
+
+
+# -- report ----------------------------------------------------------------------------------------------------------
+
+
+def format_table(results_by_name: dict[str, dict]) -> str:
+    """A markdown table: one column per model, one row per metric (plus a global-R² row for regressions).
+
+    Accepts evaluate() results or their ``"metrics"`` dicts. Missing entries print as an en dash.
+
+    >>> r = {"metrics": {"linear_probe/encoder": {"value": 51.234, "protocol": {"unit": "top-1 %"}}}}
+    >>> print(format_table({"trained": r, "random init": r}))
+    | metric | trained | random init |
+    |---|---|---|
+    | linear_probe/encoder (top-1 %) | 51.23 | 51.23 |
+    """
+    columns = {name: res.get("metrics", res) for name, res in results_by_name.items()}
+    rows: dict[str, tuple[str, str, str]] = {}  # label -> (metric name, field, unit), in first-seen order
+    for metrics in columns.values():
+        for name, entry in metrics.items():
+            unit = entry.get("protocol", {}).get("unit", "")
+            rows.setdefault(f"{name} ({unit})" if unit else name, (name, "value", unit))
+            if "r2_global" in entry:
+                rows.setdefault(f"{name} (R² global)", (name, "r2_global", "R²"))
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, (name, key, unit) in rows.items():
+        cells = [_cell(metrics.get(name, {}).get(key), unit) for metrics in columns.values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if unit == "top-1 %" else f"{value:.3f}"

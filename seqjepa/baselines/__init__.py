@@ -1,0 +1,91 @@
+"""The baselines of the paper (§3.1), in the same harness as seq-JEPA: one training loop, checkpoint and evaluation.
+
+Every method has seq-JEPA's interface (``encoder``, ``dim``, ``encode``, ``forward(views, actions) -> {loss, z}``,
+``update_target``, ``param_groups``, ``hparams``) on the same ResNet encoder; only its heads and loss differ. Pick one
+with ``model.method`` (or ``run.py train --method NAME``); its own settings live in ``model.method_options``, on top
+of the method's preset for the run's preset (``paper`` = the published settings, ``cpu``/``smoke`` = narrower heads).
+
+    python run.py train --method simclr                        # cpu preset, rotating-objects world
+    python run.py train --method sie --preset paper            # the published settings, for a GPU
+    python run.py train --method equimod --set model.method_options.temperature=0.2
+
+>>> from seqjepa.config import preset
+>>> cfg = preset("smoke"); cfg.model.method = "byol"
+>>> model = build(cfg.model, action_dim=4, preset=cfg.preset)
+>>> type(model).__name__, model.hparams["proj_dims"]
+('BYOL', [64, 64, 64])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+from torch import nn
+
+from seqjepa.config import METHODS as METHOD_NAMES
+from seqjepa.config import ConfigError, ModelConfig
+from seqjepa.model import SeqJEPA
+
+from .byol import BYOL
+from .common import Method, resolve_options
+from .cond_byol import CondBYOL
+from .conv_jepa import ConvJEPA
+from .equimod import EquiMod
+from .sen import SEN
+from .sie import SIE
+from .simclr import SimCLR
+from .vicreg import VICReg
+from .vicreg_traj import VICRegTraj
+
+# model.method -> the class a checkpoint's ``model_hparams`` rebuild: ``METHODS[name](**hparams)``.
+METHODS: dict[str, type[nn.Module]] = {
+    "seqjepa": SeqJEPA,
+    "simclr": SimCLR,
+    "byol": BYOL,
+    "vicreg": VICReg,
+    "vicreg_traj": VICRegTraj,
+    "sen": SEN,
+    "equimod": EquiMod,
+    "sie": SIE,
+    "cond_byol": CondBYOL,
+    "conv_jepa": ConvJEPA,
+}
+assert tuple(METHODS) == METHOD_NAMES, "seqjepa.config.METHODS and the registry must list the same methods"
+
+# ModelConfig fields a baseline takes when its constructor has a parameter of that name.
+SHARED = ("depth", "width", "stem", "act_dim", "ema")
+
+
+def method_class(name: str) -> type[nn.Module]:
+    if name not in METHODS:
+        raise ConfigError(f"model.method: got {name!r}; allowed: one of {', '.join(map(repr, METHODS))}")
+    return METHODS[name]
+
+
+def options(cfg: ModelConfig, preset: str = "paper"):
+    """The resolved ``Options`` of ``cfg.method`` (None for seq-JEPA); raises ConfigError on a bad option."""
+    cls = method_class(cfg.method)
+    if cls is SeqJEPA:
+        if cfg.method_options:
+            raise ConfigError(f"model.method_options: got {cfg.method_options!r}; seq-JEPA takes none (its settings "
+                              f"are the model.* keys)")
+        return None
+    return resolve_options(cls.Options, cls.PRESETS, preset, cfg.method_options)
+
+
+def build(cfg: ModelConfig, *, action_dim: int, preset: str = "paper") -> nn.Module:
+    """The network ``cfg.method`` names, for a world with ``action_dim``-d actions, with ``preset``'s head sizes."""
+    opts = options(cfg, preset)
+    if opts is None:
+        return SeqJEPA.from_config(cfg, action_dim=action_dim)
+    cls = METHODS[cfg.method]
+    params = inspect.signature(cls).parameters
+    shared = {k: getattr(cfg, k) for k in SHARED if k in params}
+    if "action_dim" in params:
+        shared["action_dim"] = action_dim
+    return cls(**shared, **dataclasses.asdict(opts))
+
+
+__all__ = ["BYOL", "CondBYOL", "ConvJEPA", "EquiMod", "METHODS", "Method", "SEN", "SIE", "SimCLR", "VICReg",
+           "VICRegTraj", "build", "method_class", "options"]

@@ -1,0 +1,393 @@
+"""Typed configuration: one dataclass per concern, a help line per field, validated overrides.
+
+Every field is declared with :func:`opt`, which records its help text and the values it allows. The same
+validation serves presets, ``--set section.key=value`` overrides, configs read back from a run folder, and
+the options of every world (``World.Options``), so a bad value always fails the same way: a
+:class:`ConfigError` that names the field, the value and what is allowed.
+
+>>> cfg = preset("smoke")
+>>> apply_overrides(cfg, ["model.depth=10", "train.steps=5"])
+>>> cfg.model.depth, cfg.train.steps
+(10, 5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+def opt(default: Any, help: str, *, ge: float | None = None, le: float | None = None,
+        gt: float | None = None, choices: tuple | None = None) -> Any:
+    """A dataclass field with a help line and the bounds its value must satisfy."""
+    meta = {"help": help, "ge": ge, "le": le, "gt": gt, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def describe_allowed(f: dataclasses.Field, hint: Any) -> str:
+    m = f.metadata
+    parts = [type_name(hint)]
+    if typing.get_origin(hint) is Literal:
+        parts = ["one of " + ", ".join(map(repr, typing.get_args(hint)))]
+    if m.get("choices"):
+        parts = ["one of " + ", ".join(map(repr, m["choices"]))]
+    for key, sym in (("ge", ">="), ("gt", ">"), ("le", "<=")):
+        if m.get(key) is not None:
+            parts.append(f"{sym} {m[key]}")
+    return " ".join(parts)
+
+
+def type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        return f"list of {type_name(typing.get_args(hint)[0])}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def coerce(value: Any, hint: Any, name: str, f: dataclasses.Field) -> Any:
+    """Convert ``value`` (a parsed JSON value or a string) to ``hint`` or raise a ConfigError."""
+    origin = typing.get_origin(hint)
+    bad = ConfigError(f"{name}: got {value!r}; allowed: {describe_allowed(f, hint)}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            try:
+                return coerce(value, arg, name, f)
+            except ConfigError:
+                continue
+        raise bad
+    if hint is type(None):
+        if value is None:
+            return None
+        raise bad
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (arg,) = typing.get_args(hint)[:1]
+        return [coerce(v, arg, name, f) for v in value]
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise bad
+    if hint is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if hint is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise bad
+
+
+def check_bounds(value: Any, f: dataclasses.Field, hint: Any, name: str) -> None:
+    m = f.metadata
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v is None:
+            continue
+        ok = True
+        if m.get("choices") and v not in m["choices"]:
+            ok = False
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if m.get("ge") is not None and v < m["ge"]:
+                ok = False
+            if m.get("gt") is not None and v <= m["gt"]:
+                ok = False
+            if m.get("le") is not None and v > m["le"]:
+                ok = False
+            if v != v:  # NaN
+                ok = False
+        if not ok:
+            raise ConfigError(f"{name}: got {value!r}; allowed: {describe_allowed(f, hint)}")
+
+
+def set_field(obj: Any, key: str, value: Any, prefix: str = "") -> None:
+    """Set ``obj.key`` to ``value`` after coercing and range-checking it."""
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    name = f"{prefix}{key}"
+    if key not in fields:
+        raise ConfigError(f"{name}: unknown key; allowed keys: {', '.join(sorted(fields))}")
+    f = fields[key]
+    hint = typing.get_type_hints(type(obj))[key]
+    if dataclasses.is_dataclass(hint):
+        raise ConfigError(f"{name}: is a section; set one of its keys, e.g. {name}.<key>=...")
+    v = coerce(value, hint, name, f)
+    check_bounds(v, f, hint, name)
+    setattr(obj, key, v)
+
+
+def validate(obj: Any, prefix: str = "") -> None:
+    """Re-check every field of a (nested) config dataclass."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            validate(v, f"{prefix}{f.name}.")
+        else:
+            set_field(obj, f.name, v, prefix)
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build ``cls`` from a (possibly partial) nested dict, validating every value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    obj = cls()
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key; allowed keys: {', '.join(sorted(names))}")
+        if dataclasses.is_dataclass(hints[key]):
+            setattr(obj, key, from_dict(hints[key], value, f"{prefix}{key}."))
+        else:
+            set_field(obj, key, value, prefix)
+    return obj
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override's right-hand side: JSON when it parses, else the raw string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> None:
+    """Apply ``section.key=value`` strings. ``world.options.NAME=V`` sets a world option."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        path, text = item.split("=", 1)
+        parts = path.strip().split(".")
+        target = cfg
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(target, dict):
+                target = target.setdefault(part, {})
+                continue
+            names = {f.name for f in dataclasses.fields(target)}
+            if part not in names:
+                where = ".".join(parts[:i + 1])
+                raise ConfigError(f"{where}: unknown key; allowed keys: {', '.join(sorted(names))}")
+            target = getattr(target, part)
+        if isinstance(target, dict):  # free-form mapping (world options), validated by the world
+            target[parts[-1]] = parse_value(text)
+        else:
+            set_field(target, parts[-1], parse_value(text), ".".join(parts[:-1]) + "." if len(parts) > 1 else "")
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def help_lines(cls: type, prefix: str = "") -> list[str]:
+    """One line per field: ``section.key (type, default): help``. Used by ``--help``."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            lines.extend(help_lines(hint, f"{prefix}{f.name}."))
+            continue
+        lines.append(f"  {prefix}{f.name} = {json.dumps(getattr(default, f.name))}  "
+                     f"[{describe_allowed(f, hint)}]  {f.metadata.get('help', '')}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run configuration
+
+
+@dataclass
+class WorldConfig:
+    """Which world produces the training sequences, and how."""
+    env: str = opt("seqjepa/RotatingObjects-v0", "world id; 'module:Id-v0' imports a plug-in module first")
+    options: dict = opt({}, "the world's own options (see `run.py envs`); set with world.options.NAME=VALUE")
+    source: Literal["bank", "live"] = opt("bank", "bank: pre-rendered views read from a cache; live: render "
+                                                  "each sequence as the agent acts")
+    bank_objects: int = opt(1000, "objects (episodes) in the view bank", ge=1)
+    bank_views: int = opt(12, "views pre-rendered per object in the view bank (3DIEBench has 50)", ge=2)
+    cache_dir: str = opt("~/.cache/seqjepa", "where view banks are cached")
+    bank_device: Literal["auto", "cpu"] = opt("auto", "where the view bank lives: auto = on the training device "
+                                                      "when it fits in half its free memory, else host memory "
+                                                      "(each batch is then copied over); cpu = host memory")
+    agent: str = opt("random", "policy choosing the actions of live sequences (see agents/)")
+
+
+# The training methods `model.method` can name; each maps to a class in seqjepa.baselines.METHODS (kept here as
+# a literal so the config needs no torch import; a test checks the two agree).
+METHODS = ("seqjepa", "simclr", "byol", "vicreg", "vicreg_traj", "sen", "equimod", "sie", "cond_byol", "conv_jepa")
+
+
+@dataclass
+class ModelConfig:
+    """The network: seq-JEPA (paper §2.2) or one of the baselines (paper §3.1), on the same encoder."""
+    method: str = opt("seqjepa", "what to train: seq-JEPA or a baseline (same encoder, loop and evaluation); "
+                                 "the baselines read depth, width, stem, act_dim, ema and tau_base", choices=METHODS)
+    method_options: dict = opt({}, "the baseline's own settings (projector widths, temperatures, loss weights), "
+                                   "on top of its preset; set with model.method_options.NAME=VALUE")
+    depth: Literal[10, 18, 34] = opt(18, "ResNet depth (10 = one block per stage)")
+    width: int = opt(64, "channels of the first ResNet stage (64 in the paper)", ge=4)
+    stem: Literal["imagenet", "cifar"] = opt("imagenet", "imagenet: 7x7/2 conv + maxpool; cifar: 3x3/1 conv")
+    act_dim: int = opt(128, "action-embedding width", ge=1)
+    agg_layers: int = opt(3, "transformer layers of the aggregator", ge=1)
+    agg_heads: int = opt(4, "attention heads of the aggregator", ge=1)
+    agg_ff_mult: int = opt(4, "feed-forward width as a multiple of the token width", ge=1)
+    dropout: float = opt(0.1, "dropout inside the aggregator", ge=0.0, le=1.0)
+    pos_emb: bool = opt(False, "learned positional embedding in the aggregator (the paper has none)")
+    pred_hidden: int = opt(1024, "hidden width of the predictor MLP", ge=1)
+    act_cond: Literal["both", "predictor", "transformer", "none"] = opt(
+        "both", "where actions condition the model (paper Table 4 ablations)")
+    ema: bool = opt(True, "EMA target encoder; false = the online encoder under stop-gradient")
+    tau_base: float = opt(0.996, "initial EMA momentum; rises to 1 on a cosine schedule", ge=0.0, le=1.0)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay, stepped every iteration (paper §A.2)."""
+    lr: float = opt(4e-4, "peak learning rate", gt=0.0)
+    weight_decay: float = opt(1e-3, "AdamW weight decay (not applied to biases and norms)", ge=0.0)
+    warmup_steps: int = opt(100, "linear warm-up steps from start_lr to lr", ge=0)
+    start_lr: float = opt(1e-5, "learning rate at step 0", ge=0.0)
+    final_lr: float = opt(1e-5, "learning rate at the last step", ge=0.0)
+    beta1: float = opt(0.9, "AdamW beta1", ge=0.0, le=1.0)
+    beta2: float = opt(0.999, "AdamW beta2", ge=0.0, le=1.0)
+    probe_lr: float = opt(1e-3, "learning rate of the online probes (their own Adam)", gt=0.0)
+
+
+@dataclass
+class TrainConfig:
+    """The training run."""
+    steps: int = opt(1500, "optimisation steps", ge=1)
+    batch_size: int = opt(64, "sequences per step", ge=2)
+    seq_len: int = opt(3, "M_tr: observed views per sequence (one more view is the target)", ge=1)
+    seed: int = opt(0, "seeds python, numpy, torch and the world")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    bf16: Literal["auto", "on", "off"] = opt("auto", "bf16 autocast; auto = on for CUDA and CPUs with AMX-BF16")
+    channels_last: Literal["auto", "on", "off"] = opt("auto", "channels_last memory format; auto = with bf16")
+    compile: bool = opt(False, "torch.compile the encoder (slow first step)")
+    threads: int = opt(0, "CPU threads for torch; 0 = all cores", ge=0)
+    log_every: int = opt(25, "steps between TensorBoard scalars", ge=1)
+    ckpt_every: int = opt(500, "steps between checkpoints", ge=1)
+    runs_dir: str = opt("runs", "parent folder of run folders")
+    name: str = opt("", "run folder name; empty = <preset>-<world>-s<seed>-<time>")
+    eval_after: bool = opt(True, "run the evaluation suites when training ends")
+    progress: Literal["auto", "on", "off"] = opt("auto", "progress bar; auto = only on a terminal")
+    sync_batchnorm: bool = opt(False, "under torchrun: BatchNorm statistics over the global batch (off = "
+                                      "per-process statistics, as the paper)")
+    ddp_data: Literal["rank", "shared"] = opt("rank", "under torchrun: rank = each process draws its share of the "
+                                                      "global batch from its own stream; shared = each draws the "
+                                                      "whole batch from the single-process stream and keeps its "
+                                                      "slice (the data of a 1-process run; N x the data work)")
+
+
+@dataclass
+class EvalConfig:
+    """Frozen-model evaluation (paper §3): every number is written with this protocol."""
+    m_val: list[int] = opt([1, 2, 3, 4, 5], "M_val values for the z_agg linear probe", ge=1)
+    train_sequences: int = opt(4000, "probe training sequences (from the world's train split)", ge=16)
+    test_sequences: int = opt(1000, "probe test sequences (from the world's test split)", ge=16)
+    linear_epochs: int = opt(100, "epochs of linear probes (paper: 300)", ge=1)
+    mlp_epochs: int = opt(100, "epochs of MLP regression heads (paper: 300)", ge=1)
+    lr: float = opt(1e-3, "Adam learning rate of the probes (paper: Adam defaults)", gt=0.0)
+    batch_size: int = opt(256, "probe batch size (paper: 256)", ge=1)
+    mlp_hidden: int = opt(1024, "hidden width of the two-hidden-layer MLP heads (official code: 1024-1024)", ge=1)
+    seed: int = opt(0, "seed for probe data and heads")
+    random_init_baseline: bool = opt(True, "also evaluate the same network at random initialisation")
+
+
+@dataclass
+class Config:
+    """Everything a run needs; written to <run>/config.json."""
+    preset: str = opt("cpu", "the preset these values started from")
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+PRESETS: dict[str, dict] = {
+    # A few seconds: tests and a first look.
+    "smoke": {
+        "world": {"options": {"image_size": 32, "num_categories": 4}, "bank_objects": 32, "bank_views": 6},
+        "model": {"depth": 10, "width": 8, "stem": "cifar", "act_dim": 16, "agg_layers": 1, "agg_heads": 2,
+                  "pred_hidden": 64},
+        "optim": {"warmup_steps": 2, "lr": 1e-3},
+        "train": {"steps": 6, "batch_size": 8, "log_every": 2, "ckpt_every": 3},
+        "eval": {"m_val": [1, 2], "train_sequences": 64, "test_sequences": 32, "linear_epochs": 3,
+                 "mlp_epochs": 3, "mlp_hidden": 64, "batch_size": 32},
+    },
+    # The default: a few minutes on two CPU cores, enough to show learning against random initialisation.
+    "cpu": {
+        "world": {"options": {"image_size": 32}, "bank_objects": 1000, "bank_views": 12},
+        "model": {"depth": 10, "width": 16, "stem": "cifar", "act_dim": 32, "agg_layers": 2, "agg_heads": 4,
+                  "pred_hidden": 512},
+        "optim": {"lr": 2e-3, "weight_decay": 0.05, "warmup_steps": 100},
+        "train": {"steps": 1500, "batch_size": 64},
+        "eval": {"train_sequences": 3000, "test_sequences": 1000, "linear_epochs": 60, "mlp_epochs": 60,
+                 "mlp_hidden": 512},
+    },
+    # The paper's 3DIEBench setting (Table 1): ResNet-18, 128x128, batch 512, M_tr=3; for a GPU.
+    "paper": {
+        "world": {"options": {"image_size": 128, "num_categories": 55}, "bank_objects": 41920, "bank_views": 50},
+        "model": {},
+        "optim": {"lr": 4e-4, "weight_decay": 1e-3, "warmup_steps": 1640},  # 20 epochs of 82 steps
+        "train": {"steps": 82000, "batch_size": 512, "ckpt_every": 2000, "log_every": 50},
+        "eval": {"m_val": [1, 2, 3, 4, 5, 6, 7, 8], "train_sequences": 41920, "test_sequences": 10552,
+                 "linear_epochs": 300, "mlp_epochs": 300},
+    },
+}
+
+
+def preset(name: str) -> Config:
+    """A fresh Config from a named preset (``smoke``, ``cpu`` or ``paper``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"--preset: got {name!r}; allowed: one of {', '.join(map(repr, PRESETS))}")
+    data = json.loads(json.dumps(PRESETS[name]))
+    data["preset"] = name
+    return from_dict(Config, data)

@@ -1,0 +1,354 @@
+"""Train seq-JEPA. One loop, top to bottom.
+
+    python run.py train                                   # the cpu preset on the rotating-objects world
+    python run.py train --preset smoke --set train.steps=20
+    python run.py train --resume runs/NAME                # continue exactly where it stopped
+
+Per step: render or read a batch of M+1 views, encode the M observed views, aggregate them with their actions
+into z_agg, predict the target view's embedding from z_agg and the next action, and regress it onto the EMA
+target encoder's embedding (1 - cos). AdamW with warm-up + cosine, τ rising from tau_base to 1. Two online
+probes on detached features (a linear classifier on z_agg and an MLP on [z_1, z_2] -> the relative action)
+show learning as it happens; they have their own optimizer and never touch the backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import envs
+from agents import make_agent
+from envs import SequenceSource, ViewBank
+from eval.probes import r2_score
+from eval.tensorboard import end_of_training
+
+from . import checkpoint
+from . import distributed as ddp
+from .config import Config, ConfigError, to_dict
+from .model import SeqJEPA, tau_at
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: got {name!r}; allowed: auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: got {name!r} but CUDA is not available; use cpu or auto")
+    return device
+
+
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return "amx_bf16" in fh.read()
+    except OSError:
+        return False
+
+
+def use_bf16(setting: str, device: torch.device) -> bool:
+    """bf16 autocast pays off on CUDA and on CPUs with AMX; elsewhere it is slower than fp32."""
+    if setting != "auto":
+        return setting == "on"
+    return device.type == "cuda" or cpu_has_amx()
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    o, total = cfg.optim, cfg.train.steps
+    if step < o.warmup_steps:
+        return o.start_lr + (o.lr - o.start_lr) * step / o.warmup_steps
+    t = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+    return o.final_lr + (o.lr - o.final_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "gymnasium", "numpy", "kornia", "einops", "tensorboard", "seqjepa"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class OnlineProbes(nn.Module):
+    """Detached-feature probes trained alongside the model: class from z_agg, relative action from [z_1, z_2]."""
+
+    def __init__(self, *, agg_dim: int, z_dim: int, num_classes: int, action_dim: int, hidden: int = 512):
+        super().__init__()
+        self.classifier = nn.Linear(agg_dim, num_classes)
+        self.regressor = nn.Sequential(nn.Linear(2 * z_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                       nn.ReLU(), nn.Linear(hidden, action_dim))
+
+    def forward(self, z_agg, z_pair, labels, rel_action):
+        logits = self.classifier(z_agg.float())
+        pred = self.regressor(z_pair.float())
+        # Unlabelled views (label -1, e.g. STL-10's pre-training split) train only the action probe.
+        labelled = labels >= 0
+        n = labelled.sum().clamp(min=1)
+        loss = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum") / n + F.mse_loss(pred, rel_action)
+        acc = ((logits.argmax(1) == labels) & labelled).float().sum() / n
+        return loss, acc, r2_score(rel_action, pred.detach())
+
+
+def build_model(cfg: Config, world: envs.World) -> nn.Module:
+    """seq-JEPA or the baseline ``cfg.model.method`` names (seqjepa.baselines.METHODS), sized by the run's preset."""
+    from .baselines import build
+    return build(cfg.model, action_dim=world.action_dim, preset=cfg.preset)
+
+
+def build_world(cfg: Config, device: torch.device, split: str) -> envs.World:
+    return envs.make_world(cfg.world.env, device=str(device), **{**cfg.world.options, "split": split})
+
+
+def build_bank(cfg: Config, world: envs.World, split: str, log: Callable[[str], None]) -> ViewBank:
+    name, _ = envs.world_class(cfg.world.env)
+    seed = cfg.train.seed if split == "train" else cfg.train.seed + 1
+    objects = cfg.world.bank_objects if split == "train" else max(1, cfg.world.bank_objects // 4)
+    return ViewBank.cached(name, world, objects, cfg.world.bank_views, seed, cfg.world.cache_dir, log=log)
+
+
+def bank_device(cfg: Config, world: envs.World, device: torch.device) -> torch.device:
+    """Where the training view bank lives (``world.bank_device``): the training device when the bank takes at
+    most half of its free memory ("auto"), else host memory, from which each batch is copied over."""
+    if cfg.world.bank_device == "cpu" or device.type != "cuda":
+        return torch.device("cpu")
+    g = torch.Generator(device=world.device)
+    g.manual_seed(0)
+    view_bytes = world.render(world.reset(1, g)).numel()  # uint8: one byte per element
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if cfg.world.bank_objects * cfg.world.bank_views * view_bytes <= free // 2 else torch.device("cpu")
+
+
+def resume_streams(ckpt: dict, source: SequenceSource, cfg: Config, step: int, shared: bool,
+                   log: Callable[[str], None]) -> None:
+    """Restore this process's data stream and torch RNG from a checkpoint, across any number of processes.
+
+    A checkpoint holds every rank's stream and RNG state ("ranks"; a single process's are "source" and "rng").
+    Resumed with as many processes, each rank continues exactly. With another number the saved streams do not map
+    onto the ranks, so each rank re-seeds its stream and RNG from (train.seed, step, rank): deterministic, but the
+    data from then on differ from an uninterrupted run. A single process and ``ddp_data=shared`` draw one stream,
+    so a run moving between those two continues that stream exactly at any number of processes.
+    """
+    saved = ckpt.get("ranks") or [{"source": ckpt["source"], "rng": ckpt["rng"]}]
+    rank, nproc = ddp.rank(), ddp.world_size()
+    if len(saved) == nproc:
+        source.load_state_dict(saved[rank]["source"])
+        checkpoint.set_rng_state(saved[rank]["rng"])
+        return
+    one_stream = len(saved) == 1 or ckpt.get("config", {}).get("train", {}).get("ddp_data") == "shared"
+    if one_stream and (nproc == 1 or shared):
+        source.load_state_dict(saved[0]["source"])
+    else:
+        source.generator.manual_seed(ddp.stream_seed(cfg.train.seed, 0 if shared else rank, step))
+        log(f"resuming a {len(saved)}-process run with {nproc}: each process's data stream was re-seeded from "
+            f"(train.seed, step {step}, rank), so the data from here on differ from an uninterrupted run")
+    if rank == 0:
+        checkpoint.set_rng_state(saved[0]["rng"])
+    else:
+        torch.manual_seed(ddp.stream_seed(cfg.train.seed, rank, step))
+
+
+def to_device(batch: envs.Batch, device: torch.device) -> envs.Batch:
+    """Copy a batch to the training device without stalling the host: a host batch goes through pinned memory,
+    so the copy is asynchronous and overlaps the previous step's GPU work. A no-op for a batch already there."""
+    if batch.views.device.type == "cpu" and device.type == "cuda":
+        batch = dataclasses.replace(batch, **{f.name: getattr(batch, f.name).pin_memory()
+                                              for f in dataclasses.fields(batch)})
+    return batch.to(device, non_blocking=True)
+
+
+def train(cfg: Config, run_dir: Path, *, resume: bool = False, stop_after: int | None = None,
+          log: Callable[[str], None] = print) -> dict:
+    """Train (or continue) the run in ``run_dir``. ``stop_after`` ends early after N steps (for tests).
+
+    Returns a summary dict: final step, last loss, seconds, and the run folder.
+    """
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+    # Under torchrun: join the process group, on cuda:LOCAL_RANK. Otherwise rank 0 of 1 and nothing changes.
+    device = ddp.setup(resolve_device(cfg.train.device))
+    rank, nproc, main = ddp.rank(), ddp.world_size(), ddp.is_main()
+    if not main:
+        log = lambda msg: None  # noqa: E731  (rank 0 speaks for every process)
+    if cfg.train.batch_size % nproc or cfg.train.batch_size // nproc < 2:
+        raise ConfigError(f"train.batch_size: got {cfg.train.batch_size}; it is the global batch, so it must be a "
+                          f"multiple of the {nproc} processes with at least 2 sequences each")
+    shared = nproc > 1 and cfg.train.ddp_data == "shared"
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    bf16 = use_bf16(cfg.train.bf16, device)
+    channels_last = bf16 if cfg.train.channels_last == "auto" else cfg.train.channels_last == "on"
+    torch.manual_seed(cfg.train.seed)
+
+    world = build_world(cfg, device, "train")
+    if cfg.world.source == "bank" and cfg.world.bank_views < cfg.train.seq_len + 1:
+        raise ConfigError(f"world.bank_views: got {cfg.world.bank_views}; must be >= train.seq_len + 1 = "
+                          f"{cfg.train.seq_len + 1}")
+    bank, data_world = None, world
+    if cfg.world.source == "bank":
+        where = bank_device(cfg, world, device)
+        data_world = world if where == device else build_world(cfg, where, "train")  # sample where the bank is
+        with ddp.main_first():  # rank 0 renders and caches the bank; the other ranks then read the cache
+            bank = build_bank(cfg, data_world, "train", log)
+    # train.batch_size is the global batch. Each rank draws its share from its own stream (seed offset by rank),
+    # or with ddp_data=shared the whole batch from the single-process stream, keeping its slice (ddp.shard).
+    source = SequenceSource(data_world, seq_len=cfg.train.seq_len,
+                            batch_size=cfg.train.batch_size if shared else cfg.train.batch_size // nproc,
+                            seed=ddp.stream_seed(cfg.train.seed, 0 if shared else rank), bank=bank,
+                            policy=make_agent(cfg.world.agent))
+
+    model = build_model(cfg, world).to(device)
+    if cfg.train.sync_batchnorm and nproc > 1:
+        model = ddp.convert_sync_batchnorm(model, device)
+    model.channels_last = channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    probes = OnlineProbes(agg_dim=getattr(model, "d_model", model.dim), z_dim=model.dim, num_classes=world.num_classes,
+                          action_dim=world.action_dim).to(device)
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.param_groups(cfg.optim.weight_decay), lr=cfg.optim.start_lr,
+                                  betas=(cfg.optim.beta1, cfg.optim.beta2), fused=fused)
+    probe_opt = torch.optim.Adam(probes.parameters(), lr=cfg.optim.probe_lr)
+    if rank:  # every rank built the same initial weights from train.seed; from here on (dropout) they differ
+        torch.manual_seed(ddp.stream_seed(cfg.train.seed, rank))
+    net = model
+    if nproc > 1:  # gradients averaged over ranks, so every rank takes the same step and the same EMA update
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.model.method != "seqjepa")  # a baseline's optional heads may sit idle
+    forward = torch.compile(net) if cfg.train.compile else net
+
+    step = 0
+    if resume:
+        ckpt = checkpoint.load(run_dir / "latest.pt", map_location=device)
+        model.load_state_dict(ckpt["model"])
+        probes.load_state_dict(ckpt["probes"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        probe_opt.load_state_dict(ckpt["probe_optimizer"])
+        step = ckpt["step"]
+        resume_streams(ckpt, source, cfg, step, shared, log)
+        log(f"resumed {run_dir} at step {step}")
+    elif main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "config.json", "w") as fh:
+            json.dump({**to_dict(cfg), "versions": versions(), "command": sys.argv}, fh, indent=2)
+
+    def save(path: Path) -> None:
+        # Under torchrun: every rank's stream and RNG (for resume) and a digest of its parameters (all equal).
+        ranks = ddp.all_gather_object({"source": source.state_dict(), "rng": checkpoint.rng_state(),
+                                       "params": ddp.param_digest(model)}) if nproc > 1 else None
+        if main:
+            checkpoint.save({"model": model.state_dict(), "probes": probes.state_dict(),
+                             "optimizer": optimizer.state_dict(), "probe_optimizer": probe_opt.state_dict(),
+                             "source": source.state_dict(), "rng": checkpoint.rng_state(), "step": step,
+                             "config": to_dict(cfg), "method": cfg.model.method, "model_hparams": model.hparams,
+                             "world": {"num_classes": world.num_classes, "action_dim": world.action_dim},
+                             **({"ranks": ranks} if ranks else {})}, path)
+        ddp.barrier()  # the other ranks wait for rank 0's checkpoint
+        if ranks and len({r["params"] for r in ranks}) > 1:
+            raise RuntimeError(f"parameters differ across ranks at step {step} (digests "
+                               f"{[r['params'] for r in ranks]}); {path} holds rank 0's")
+
+    writer = SummaryWriter(str(run_dir)) if main else ddp.Silent()
+    if step == 0:
+        writer.add_text("config", "```json\n" + json.dumps(to_dict(cfg), indent=2) + "\n```", 0)
+    show_bar = main and (cfg.train.progress == "on" or (cfg.train.progress == "auto" and sys.stderr.isatty()))
+    bar = None
+    if show_bar:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.train.steps, initial=step, dynamic_ncols=True)
+
+    # Metrics are summed on the device and read every log_every steps: no host sync in the hot loop.
+    sums = torch.zeros(5, device=device)  # loss, probe acc, probe r2, z std, z_agg std
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    views_per_step = cfg.train.batch_size * (cfg.train.seq_len + 1)
+    t0, t_log, steps_logged, start_step = time.time(), time.time(), 0, step
+    model.train()
+    probes.train()
+    while step < cfg.train.steps:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = source.next()
+        batch = to_device(ddp.shard(batch) if shared else batch, device)
+
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = forward(batch.views, batch.actions)
+        loss = out["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        model.update_target(tau_at(step, cfg.train.steps, cfg.model.tau_base))
+
+        z = out["z"].detach()
+        z2 = z[:, 1] if z.shape[1] > 1 else out["target"].detach()
+        z_agg = out.get("z_agg", out["z"][:, 0]).detach()  # baselines have no aggregate: probe their encoder
+        probe_loss, acc, r2 = probes(z_agg, torch.cat([z[:, 0], z2], -1).float(),
+                                     batch.labels, batch.actions[:, 0])
+        probe_opt.zero_grad(set_to_none=True)
+        probe_loss.backward()
+        ddp.average_gradients(probes)  # the probes sit outside DDP; this keeps them equal on every rank
+        probe_opt.step()
+
+        bad = ~torch.isfinite(loss.detach())
+        first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
+        sums += torch.stack([loss.detach().float(), acc, r2, z.float().std(0).mean(),
+                             z_agg.float().std(0).mean()])
+        step += 1
+        steps_logged += 1
+        if bar is not None:
+            bar.update(1)
+
+        sync = step % cfg.train.log_every == 0 or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps
+        if not sync and step != stop_after:
+            continue
+        first_bad = ddp.earliest(first_bad)  # any rank's first bad step
+        if first_bad.item() >= 0:  # checked before any save: the last good checkpoint stays as it was
+            raise TrainingDiverged(f"loss became NaN/inf at step {first_bad.item() + 1}; stopped. The last good "
+                                   f"checkpoint is {run_dir / 'latest.pt'} (lower optim.lr or check the data)")
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            m = (ddp.all_reduce_mean(sums) / steps_logged).tolist()
+            dt = time.time() - t_log
+            for tag, v in zip(("train/loss", "probe_online/top1_z_agg", "probe_online/r2_rel_action",
+                               "stats/z_std", "stats/z_agg_std"), m):
+                writer.add_scalar(tag, v, step)
+            writer.add_scalar("train/lr", lr, step)
+            writer.add_scalar("train/tau", tau_at(step - 1, cfg.train.steps, cfg.model.tau_base), step)
+            writer.add_scalar("perf/views_per_s", views_per_step * steps_logged / dt, step)
+            msg = (f"step {step}/{cfg.train.steps} loss {m[0]:.4f} probe top1 {100 * m[1]:.1f}% "
+                   f"r2 {m[2]:.3f} lr {lr:.2e} {views_per_step * steps_logged / dt:.0f} views/s")
+            if bar is not None:
+                bar.set_postfix_str(msg.split(" ", 2)[2])
+            elif step % (cfg.train.log_every * 4) == 0 or step == cfg.train.steps:
+                log(msg)
+            sums.zero_()
+            steps_logged, t_log = 0, time.time()
+        if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps or step == stop_after:
+            save(run_dir / "latest.pt")
+        if step == stop_after:
+            break
+    if bar is not None:
+        bar.close()
+    if main:
+        end_of_training(writer, model, world, cfg, step=step, device=device, bank=bank, log=log)  # projector, hparams
+    writer.close()
+    return {"step": step, "seconds": time.time() - t0, "steps_run": step - start_step, "run_dir": str(run_dir)}

@@ -1,0 +1,104 @@
+"""The Gymnasium contract, for every registered world."""
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs import SequenceSource, ViewBank
+
+WORLD_IDS = sorted(envs.WORLDS)
+SMALL = {"image_size": 32}
+
+
+def small_options(env_id):
+    fields = {f for f in envs.WORLDS[env_id].Options.__dataclass_fields__}
+    return {k: v for k, v in SMALL.items() if k in fields}
+
+
+@pytest.mark.parametrize("env_id", WORLD_IDS)
+def test_check_env(env_id):
+    env = gym.make(env_id, **small_options(env_id))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category=UserWarning)
+        check_env(env.unwrapped)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", WORLD_IDS)
+def test_same_seed_same_episode(env_id):
+    def episode(seed):
+        env = gym.make(env_id, **small_options(env_id))
+        env.action_space.seed(seed)
+        obs, info = env.reset(seed=seed)
+        frames = [obs]
+        for _ in range(3):
+            obs, *_ = env.step(env.action_space.sample())
+            frames.append(obs)
+        return np.stack(frames), info["label"]
+
+    a, b, c = episode(3), episode(3), episode(4)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("env_id", WORLD_IDS)
+def test_render_returns_rgb(env_id):
+    env = gym.make(env_id, render_mode="rgb_array", **small_options(env_id))
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+
+
+@pytest.mark.parametrize("env_id", WORLD_IDS)
+def test_bad_actions_get_clear_errors(env_id):
+    env = gym.make(env_id, **small_options(env_id))
+    env.reset(seed=0)
+    dim = env.action_space.shape[0]
+    with pytest.raises(ValueError, match="action: got shape"):
+        env.step(np.zeros(dim + 1, dtype=np.float32))
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(np.full(dim, np.nan, dtype=np.float32))
+    obs, *_ = env.step(np.full(dim, 1e6, dtype=np.float32))  # out of range: clipped, as the Box says
+    assert obs.shape == env.observation_space.shape
+
+
+@pytest.mark.parametrize("env_id", WORLD_IDS)
+def test_vector_env_is_batched_torch(env_id):
+    venv = gym.make_vec(env_id, num_envs=4, device="cpu", **small_options(env_id))
+    obs, info = venv.reset(seed=0)
+    assert isinstance(obs, torch.Tensor) and obs.dtype == torch.uint8
+    assert tuple(obs.shape) == venv.observation_space.shape
+    actions = torch.as_tensor(venv.action_space.sample())
+    obs2, reward, term, trunc, info = venv.step(actions)
+    assert tuple(obs2.shape) == tuple(obs.shape) and info["label"].shape == (4,)
+    again, _ = gym.make_vec(env_id, num_envs=4, device="cpu", **small_options(env_id)).reset(seed=0)
+    assert torch.equal(obs, again)
+
+
+@pytest.mark.parametrize("env_id", WORLD_IDS)
+def test_sequences_from_bank_and_live_agree_in_form(env_id, tmp_path):
+    world = envs.make_world(env_id, **small_options(env_id))
+    live = SequenceSource(world, seq_len=2, batch_size=3, seed=0).next()
+    bank = ViewBank.cached(env_id, world, objects=4, views=3, seed=0, cache_dir=str(tmp_path))
+    banked = SequenceSource(world, seq_len=2, batch_size=3, seed=0, bank=bank).next()
+    for b in (live, banked):
+        assert b.views.shape == (3, 3, 3, world.image_size, world.image_size) and b.views.dtype == torch.uint8
+        assert b.actions.shape == (3, 2, world.action_dim)
+        assert b.params.shape == (3, 3, world.param_dim)
+        assert b.labels.shape == (3,)
+        assert torch.isfinite(b.actions).all()
+
+
+def test_view_bank_cache_is_keyed_by_settings(tmp_path):
+    world = envs.make_world("seqjepa/RotatingObjects-v0", image_size=16)
+    a = ViewBank.cached("w", world, objects=3, views=2, seed=0, cache_dir=str(tmp_path))
+    again = ViewBank.cached("w", world, objects=3, views=2, seed=0, cache_dir=str(tmp_path))
+    assert torch.equal(a.views, again.views) and len(list(tmp_path.iterdir())) == 1
+    other = envs.make_world("seqjepa/RotatingObjects-v0", image_size=16, rotation_range=0.5)
+    ViewBank.cached("w", other, objects=3, views=2, seed=0, cache_dir=str(tmp_path))
+    ViewBank.cached("w", world, objects=3, views=3, seed=0, cache_dir=str(tmp_path))
+    assert len(list(tmp_path.iterdir())) == 3  # other options or sizes never reuse a bank

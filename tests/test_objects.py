@@ -1,0 +1,245 @@
+"""RotatingObjects: rotation helpers, the SDF renderer and the world's contract."""
+import math
+
+import pytest
+import torch
+
+from envs import rotations as rt
+from envs.objects import CATEGORY_NAMES, RotatingObjects, build_objects
+from envs.sdf_render import BOUND_RADIUS, Parts, _Geometry, hsv_to_rgb, render
+from seqjepa.config import ConfigError
+
+
+def rx(a):
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
+
+
+def ry(a):
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
+
+
+def rz(a):
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=torch.float64)
+
+
+def random_euler(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, generator=g, dtype=torch.float64) * 2 - 1) * torch.tensor([math.pi, math.pi / 2, math.pi],
+                                                                                          dtype=torch.float64)
+
+
+# ------------------------------------------------------------------------------------------------ rotations
+def test_euler_matches_extrinsic_xyz_product_and_round_trips():
+    e = random_euler(50)
+    R = rt.euler_to_matrix(e)
+    direct = torch.stack([rz(c) @ ry(b) @ rx(a) for a, b, c in e.tolist()])
+    assert torch.allclose(R, direct, atol=1e-12)
+    assert torch.allclose(rt.matrix_to_euler(R), e, atol=1e-9)
+    assert torch.allclose(rt.euler_to_matrix(rt.alternate_euler(e)), R, atol=1e-12)
+    assert R.shape == (50, 3, 3) and rt.euler_to_matrix(e.view(5, 10, 3)).shape == (5, 10, 3, 3)
+
+
+def test_gimbal_lock_and_half_turns_stay_finite():
+    e = torch.tensor([[0.3, math.pi / 2, 0.2], [0.1, -math.pi / 2, -1.0], [math.pi, 0, 0], [0, math.pi, 0],
+                      [0, 0, math.pi], [math.pi / 2, math.pi, 0.0]])
+    R = rt.euler_to_matrix(e)
+    back, q = rt.matrix_to_euler(R), rt.matrix_to_quat(R)
+    assert torch.isfinite(back).all() and torch.isfinite(q).all()
+    assert torch.allclose(rt.euler_to_matrix(back), R, atol=1e-5)
+    assert torch.allclose(rt.quat_to_matrix(q), R, atol=1e-5)
+
+
+def test_quaternions_match_axis_angle_and_compose():
+    g = torch.Generator().manual_seed(1)
+    axis = torch.nn.functional.normalize(torch.randn(20, 3, generator=g, dtype=torch.float64), dim=-1)
+    angle = torch.rand(20, 1, generator=g, dtype=torch.float64) * math.pi
+    angle[0] = math.pi  # a half turn: the worst case for the trace formula
+    q = torch.cat([axis * (angle / 2).sin(), (angle / 2).cos()], -1)  # scalar-last, w >= 0
+    K = torch.zeros(20, 3, 3, dtype=torch.float64)
+    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    K = K - K.transpose(1, 2)
+    rodrigues = torch.eye(3, dtype=torch.float64) + angle.sin()[..., None] * K + (1 - angle.cos())[..., None] * K @ K
+    assert torch.allclose(rt.quat_to_matrix(q), rodrigues, atol=1e-12)
+    got = rt.canonical_quat(rt.matrix_to_quat(rodrigues))
+    assert (got[:, 3] >= 0).all()
+    assert torch.allclose(got[1:], q[1:], atol=1e-9) and torch.allclose(rt.quat_to_matrix(got[:1]), rodrigues[:1])
+    p = rt.random_quat(20, g).double()
+    assert torch.allclose(rt.quat_to_matrix(rt.quat_multiply(p, q)), rt.quat_to_matrix(p) @ rodrigues, atol=1e-6)
+    assert torch.equal(rt.quat_to_matrix(torch.zeros(2, 4)), torch.eye(3).expand(2, 3, 3))
+
+
+def test_matches_scipy_when_available():
+    Rotation = pytest.importorskip("scipy.spatial.transform").Rotation
+    e = random_euler(30, seed=2)
+    ref = Rotation.from_euler("xyz", e.numpy())
+    assert torch.allclose(rt.euler_to_matrix(e), torch.from_numpy(ref.as_matrix()), atol=1e-12)
+    assert torch.allclose(rt.canonical_quat(rt.matrix_to_quat(rt.euler_to_matrix(e))),
+                          rt.canonical_quat(torch.from_numpy(ref.as_quat())), atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------ renderer
+def scene(n=2, size=32, floor=(0.1, 0.3, 0.9)):
+    parts = Parts.single(torch.tensor([[0.5, 0.5, 0.5]] * n), exps=torch.tensor([[1.0, 1.0]] * n),
+                         color=torch.tensor([[0.9, 0.1, 0.1]] * n))
+    kw = dict(floor_rgb=torch.tensor([floor] * n), light_angles=torch.tensor([[0.2, 1.0]] * n),
+              light_rgb=torch.ones(n, 3), size=size)
+    return parts, torch.eye(3).expand(n, 3, 3), kw
+
+
+@pytest.mark.parametrize("size", [16, 37, 64, 128])
+def test_render_shape_dtype_and_determinism(size):
+    n = 2 if size < 128 else 1
+    parts, R, kw = scene(n=n, size=size)
+    a, b = render(parts, R, **kw), render(parts, R, **kw)
+    assert a.shape == (n, 3, size, size) and a.dtype == torch.uint8
+    assert torch.equal(a, b)
+    assert a.float().std() > 5  # not blank
+
+
+def test_object_is_visible_and_floor_hue_colours_the_floor():
+    parts, R, kw = scene(size=48)
+    img = render(parts, R, **kw).float()
+    centre, corner = img[0, :, 24, 24], img[0, :, 44, 2]
+    assert centre[0] > centre[2] + 30  # the red sphere fills the middle of the view
+    assert corner[2] > corner[0] + 30  # the blue floor fills the rest
+    gone = Parts(**{**parts.__dict__, "present": torch.zeros(2, 1, dtype=torch.bool)})
+    assert (render(gone, R, **kw).float()[0, :, 24, 24] - centre).abs().max() > 30
+    _, _, kw2 = scene(size=48, floor=(0.9, 0.8, 0.1))
+    img2 = render(parts, R, **kw2).float()
+    assert (img2[0, :, 44, 2] - corner).abs().max() > 40
+    assert (img2[0, :, 24, 24] - centre).abs().max() < 40  # the object keeps its colour
+
+
+def test_the_bounding_sphere_fits_the_frame():
+    parts, R, kw = scene(n=1, size=32)
+    parts.size = torch.full((1, 1, 3), 0.97)  # as large as any object (radius 0.9) plus its smooth-union bulge
+    img = render(parts, R, **kw).float()[0]
+    border = torch.cat([img[:, 0], img[:, -1], img[:, :, 0], img[:, :, -1]], 1)
+    assert (border[2] > border[0]).all()  # only the blue floor on the border, never the red object
+
+
+def test_render_large_batches_in_chunks_like_one_call():
+    parts, R, kw = scene(n=6, size=16)
+    whole = render(parts, R, **kw)
+    chunked = render(parts, R, **kw, max_rays=2 * 16 * 16)
+    assert torch.equal(whole, chunked)
+
+
+# ------------------------------------------------------------------------------------------------ world
+@pytest.fixture(scope="module")
+def world():
+    return RotatingObjects(image_size=16, num_categories=6, instances=5)
+
+
+def test_attributes(world):
+    assert world.num_classes == 6 and world.num_episodes == 6 * 4 and world.param_dim == 7
+    assert world.action_dim == 4 and set(world.factors) == {"rotation"}
+    color = RotatingObjects(image_size=16, num_categories=2, instances=5, actions="rotation+color")
+    assert color.action_dim == 6 and color.factors["color"].slice == slice(4, 6)
+    assert color.factors["color"].head == "linear" and color.factors["rotation"].head == "mlp"
+    assert color.action_low.tolist() == [-1.0] * 6 and color.action_high.tolist() == [1.0] * 6
+    test = RotatingObjects(image_size=16, num_categories=6, instances=5, split="test")
+    assert test.num_episodes == 6 and not set(test._objects.tolist()) & set(world._objects.tolist())
+    assert len(CATEGORY_NAMES) == 55
+
+
+def test_same_seed_same_views(world):
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        s = world.reset(4, g)
+        views = [world.render(s)]
+        s = world.step(s, world.sample_action(s, g), g)
+        return torch.cat(views + [world.render(s)]), s["params"]
+
+    (a, pa), (b, pb), (c, _) = run(0), run(0), run(1)
+    assert torch.equal(a, b) and torch.equal(pa, pb)
+    assert not torch.equal(a, c)
+
+
+def test_shapes_depend_on_seed_and_categories_differ():
+    a, _ = build_objects(55, 2, seed=0)
+    b, _ = build_objects(55, 2, seed=0)
+    c, _ = build_objects(55, 2, seed=1)
+    assert torch.equal(a.size, b.size) and not torch.equal(a.size, c.size)
+    # Every object fits inside the renderer's bounding sphere: the SDF is positive all over its surface.
+    g = torch.Generator().manual_seed(0)
+    sphere = torch.nn.functional.normalize(torch.randn(len(a.size), 3, 500, generator=g), dim=1) * (BOUND_RADIUS - .03)
+    assert _Geometry(a).at(sphere).min() > 0
+    w = RotatingObjects(image_size=16, num_categories=55, instances=2, test_fraction=0.5)
+    p = torch.tensor([[0.3, -0.4, 0.8, 0.5, 0.3, 1.0, 0.2]]).expand(55, 7)
+    views = w.render({"episode": torch.arange(55), "label": torch.arange(55), "params": p}).float()
+    dist = (views[:, None] - views[None]).abs().mean((2, 3, 4))
+    assert dist[~torch.eye(55, dtype=torch.bool)].min() > 1.0  # same pose and colours, different shapes
+
+
+def test_option_validation():
+    with pytest.raises(ConfigError, match="image_size"):
+        RotatingObjects(image_size=8)
+    with pytest.raises(ConfigError, match="actions"):
+        RotatingObjects(actions="translation")
+    with pytest.raises(ConfigError, match="rotation_range"):
+        RotatingObjects(rotation_range=4.0)
+    with pytest.raises(ConfigError, match="num_categories"):
+        RotatingObjects(num_categories=56)
+    with pytest.raises(ConfigError, match="unknown key"):
+        RotatingObjects(colour=True)
+    with pytest.raises(ConfigError, match="test_fraction"):
+        RotatingObjects(instances=2, test_fraction=0.0, split="test")
+    opts = RotatingObjects.Options(image_size=16, num_categories=2, instances=3)
+    assert RotatingObjects(opts, ood="true").options.ood is True and opts.ood is False  # caller's copy untouched
+
+
+def test_pose_ranges_in_and_out_of_distribution():
+    g = torch.Generator().manual_seed(0)
+    small = RotatingObjects(image_size=16, num_categories=2, instances=5, rotation_range=0.5)
+    assert small.reset(256, g)["params"][:, :3].abs().max() <= 0.5
+    ood = RotatingObjects(image_size=16, num_categories=2, instances=5, ood=True)
+    s = ood.reset(256, g)
+    assert (s["params"][:, :3].abs() > math.pi / 2).all()
+    s = ood.step(s, ood.sample_action(s, g), g)
+    assert (s["params"][:, :3].abs() > math.pi / 2 - 1e-4).all()
+    p = s["params"]
+    assert ((p[:, 3] >= 0) & (p[:, 3] < 1) & (p[:, 4] >= 0) & (p[:, 4] <= math.pi / 4)).all()
+    assert ((p[:, 5] >= 0) & (p[:, 5] < 2 * math.pi) & (p[:, 6] >= 0) & (p[:, 6] < 1)).all()
+
+
+@pytest.mark.parametrize("actions", ["rotation", "rotation+color"])
+def test_relative_action_reaches_the_target_view(actions):
+    w = RotatingObjects(image_size=16, num_categories=2, instances=5, actions=actions)
+    g = torch.Generator().manual_seed(3)
+    a, b = w.reset(64, g), w.reset(64, g)
+    act = w.relative(a["params"], b["params"])
+    assert act.shape == (64, w.action_dim) and (act[:, 3] >= 0).all()
+    reached = w.step(a, act, g)["params"]
+    R = lambda p: rt.euler_to_matrix(p[:, :3])  # noqa: E731
+    assert torch.allclose(R(reached), R(b["params"]), atol=1e-4)
+    if actions == "rotation+color":
+        assert torch.allclose(reached[:, [3, 6]], b["params"][:, [3, 6]], atol=1e-5)
+        assert (act[:, 4:] >= -0.5).all() and (act[:, 4:] < 0.5).all()
+    ident = w.relative(b["params"], b["params"])
+    assert torch.allclose(ident[:, :4], torch.tensor([0.0, 0, 0, 1]).expand(64, 4), atol=1e-6)
+    # The zero quaternion is the identity, and absolute() gives the canonical quaternion of the pose.
+    zero = w.step(b, torch.zeros(64, w.action_dim), g)["params"]
+    assert torch.allclose(R(zero), R(b["params"]), atol=1e-5)
+    q = w.absolute(b["params"][:4])["rotation"]
+    assert q.shape == (4, 4) and (q[:, 3] >= 0).all()
+    assert torch.allclose(rt.quat_to_matrix(q), R(b["params"][:4]), atol=1e-5)
+
+
+def test_check_action_errors(world):
+    g = torch.Generator().manual_seed(0)
+    s = world.reset(2, g)
+    with pytest.raises(ValueError, match="shape"):
+        world.step(s, torch.zeros(2, 5), g)
+    with pytest.raises(ValueError, match="non-finite"):
+        world.step(s, torch.full((2, 4), float("nan")), g)
+    with pytest.raises(ValueError, match="episodes"):
+        world.reset(2, g, torch.tensor([0, world.num_episodes]))
+
+
+def test_hsv_primaries():
+    rgb = hsv_to_rgb(torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]), 1.0, 1.0)
+    assert torch.allclose(rgb, torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]), atol=1e-6)
