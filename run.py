@@ -7,7 +7,11 @@
     python run.py train --resume runs/NAME         # continue exactly where it stopped
     python run.py eval --ckpt runs/NAME/latest.pt  # frozen-model probes -> runs/NAME/eval.json
     python run.py eval --ckpt runs/NAME/latest.pt --suite path_integration --suite retrieval
+    python run.py train --agent sweep              # live sequences chosen by an agent (agents/)
+    python run.py plan --ckpt runs/NAME/latest.pt  # goal reaching + active vision -> runs/NAME/plan.json
     python run.py envs                             # every registered world, its spaces and options
+    python run.py bench --preset paper             # throughput (views/s) of the worlds and a training step
+    torchrun --standalone --nproc_per_node=N run.py train ...   # N processes (GPUs); see README "Scale"
     tensorboard --logdir runs                      # curves, config
 
 Bad settings exit with code 2 and a one-line message naming the field and what is allowed.
@@ -38,6 +42,8 @@ def build_config(args) -> Config:
         cfg.world.env = args.env
     if getattr(args, "method", None):
         apply_overrides(cfg, [f"model.method={args.method}"])
+    if getattr(args, "agent", None):  # live sequences: the agent acts in the world (a bank is pre-rendered)
+        apply_overrides(cfg, [f"world.agent={args.agent}", "world.source=live"])
     apply_overrides(cfg, args.set or [])
     from seqjepa.baselines import options
     options(cfg.model, cfg.preset)  # a bad model.method_options value fails here, before any world is built
@@ -52,7 +58,8 @@ def run_name(cfg: Config) -> str:
 def cmd_train(args) -> int:
     from eval.from_checkpoint import evaluate_checkpoint
     from eval.suite import format_table
-    from seqjepa.train import train
+    from seqjepa import distributed as ddp
+    from seqjepa.train import resolve_device, train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -62,11 +69,16 @@ def cmd_train(args) -> int:
         apply_overrides(cfg, args.set or [])
     else:
         cfg = build_config(args)
-        run_dir = Path(cfg.train.runs_dir) / run_name(cfg)
+        ddp.setup(resolve_device(cfg.train.device))  # under torchrun: every rank takes rank 0's run name
+        run_dir = Path(ddp.broadcast_object(str(Path(cfg.train.runs_dir) / run_name(cfg))))
         if (run_dir / "latest.pt").exists():
             raise CliError(f"train.name: run folder {run_dir} already holds a checkpoint; use --resume {run_dir} "
                            f"or another name")
     _validate_world(cfg)
+    ddp.setup(resolve_device(cfg.train.device))  # (idempotent) a resumed run joins torchrun's group here
+    if not ddp.is_main():  # the other ranks train alongside rank 0, which reports and evaluates
+        train(cfg, run_dir, resume=bool(args.resume), log=lambda msg: None)
+        return 0
     print(f"run folder: {run_dir}")
     summary = train(cfg, run_dir, resume=bool(args.resume))
     print(f"trained {summary['steps_run']} steps in {summary['seconds']:.0f} s")
@@ -92,7 +104,10 @@ def _load_run_config(run_dir: Path) -> Config:
 def _validate_world(cfg: Config) -> None:
     """Build the world once on the CPU so a bad world option fails here, before anything is written."""
     import envs
-    envs.make_world(cfg.world.env, **{**cfg.world.options, "split": "train"})
+    from agents import check_agent
+    world = envs.make_world(cfg.world.env, **{**cfg.world.options, "split": "train"})
+    if cfg.world.source == "live":
+        check_agent(cfg.world.agent, world)  # an agent that does not fit the world fails here too
 
 
 def cmd_eval(args) -> int:
@@ -103,6 +118,18 @@ def cmd_eval(args) -> int:
     print(format_table({k: v for k, v in results.items() if isinstance(v, dict)}))
     print(f"\nresults: {Path(args.ckpt).parent / 'eval.json'} (+ eval.md, eval_*.png)\n"
           f"tensorboard: tensorboard --logdir {Path(args.ckpt).parent}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from agents.plan_eval import PlanConfig, plan_checkpoint
+
+    if min(args.episodes, args.horizon, args.candidates, args.iterations) < 1:
+        raise CliError("--episodes, --horizon, --candidates and --iterations must be >= 1")
+    pc = PlanConfig(episodes=args.episodes, horizons=tuple(sorted({1, args.horizon})), candidates=args.candidates,
+                    iterations=args.iterations, seed=args.seed)
+    plan_checkpoint(args.ckpt, pc)
+    print(f"\nresults: {Path(args.ckpt).parent / 'plan.json'} (+ plan.md)")
     return 0
 
 
@@ -127,6 +154,11 @@ def cmd_envs(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from seqjepa.bench import cmd
+    return cmd(args, build_config(args))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command")
@@ -143,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawTextHelpFormatter)
     with_config(t)
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    t.add_argument("--agent", help="shortcut for --set world.agent=NAME --set world.source=live: random, "
+                                   "saliency, uniform, sweep (see agents/)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint with the frozen-model suites", epilog=config_help(),
@@ -156,6 +190,30 @@ def parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("envs", help="list every registered world with its spaces, action meaning and options")
     v.set_defaults(func=cmd_envs)
+
+    pl = sub.add_parser("plan", help="goal reaching and active vision with a checkpoint's world model "
+                                     "(agents/plan_eval.py) -> plan.json, plan.md")
+    pl.add_argument("--ckpt", required=True, help="path to a seq-JEPA checkpoint (runs/NAME/latest.pt)")
+    pl.add_argument("--episodes", type=int, default=64, help="goal-reaching episodes per horizon; active-vision "
+                                                             "test sequences per policy (default 64)")
+    pl.add_argument("--horizon", type=int, default=3, help="plan 1 and H steps ahead (default 3)")
+    pl.add_argument("--candidates", type=int, default=64, help="CEM samples per iteration (default 64)")
+    pl.add_argument("--iterations", type=int, default=4, help="CEM iterations (default 4)")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.set_defaults(func=cmd_plan)
+
+    b = sub.add_parser("bench", help="throughput: views/s of the worlds, the view-bank sampler and a training step "
+                                     "(ours and the official way), peak memory -> table + JSON",
+                       epilog=config_help(), formatter_class=argparse.RawTextHelpFormatter)
+    with_config(b)
+    b.add_argument("--device", help="shortcut for --set train.device=DEVICE (auto, cpu, cuda, cuda:N)")
+    b.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (default 10)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed calls before each measurement (default 3)")
+    b.add_argument("--bank-objects", type=int, default=64, help="objects in the benchmark's view bank (default 64)")
+    b.add_argument("--no-worlds", action="store_true", help="skip the per-world render measurements")
+    b.add_argument("--no-official", action="store_true", help="skip the official-style step and the ratio")
+    b.add_argument("--out", help="JSON file (default: <train.runs_dir>/bench-<preset>-<device>.json)")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

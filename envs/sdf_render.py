@@ -1,15 +1,13 @@
 """A batched pure-PyTorch sphere tracer for objects made of superquadric parts, on CPU or CUDA.
 
-Each view shows one object (a smooth union of up to K superquadric parts, rotated by the view's rotation) above an
-analytic floor plane, lit by a coloured spot light plus an ambient term, from a fixed camera. The object gets
-Lambert + a little specular shading; the floor gets the spot's pool of light and a soft shadow of the object.
+Each view shows one object (a smooth union of superquadric parts, rotated by the view's rotation) above an analytic
+floor, lit by a coloured spot light plus ambient light, from a fixed camera: Lambert + a little specular on the
+object, the spot's pool of light and the object's soft shadow on the floor. Deterministic; runs on the inputs' device.
 
-Where the speed comes from: rays are clipped to the parts' oriented bounding boxes before marching (most rays never
-march, the rest start next to the surface); rays are moved into each view's object frame once, so a march step
-is one fused multiply-add per part; still-active rays are re-packed every few steps (rows stay views, so per-view
-parameters broadcast without gathers); a part's mirror symmetry (``fold``) draws 2, 4 or 8 copies for the price
-of one; shadow rays march only where a box lies between the floor and the light. Deterministic; runs on the
-device of its inputs.
+Speed: rays are clipped to the parts' oriented bounding boxes (most never march; the rest start at the surface);
+rays move into each view's object frame once, so a step is one multiply-add per part; active rays are re-packed
+every other step (rows stay views, so per-view parameters broadcast); a mirrored part (``fold``) draws 2-8 copies
+for the price of one; shadows are traced at half resolution, only where a box lies between floor and light.
 
 >>> parts = Parts.single(torch.tensor([[0.6, 0.4, 0.3]]), exps=torch.tensor([[0.5, 1.0]]))
 >>> img = render(parts, torch.eye(3)[None], floor_rgb=torch.tensor([[0.2, 0.5, 0.8]]),
@@ -211,6 +209,20 @@ def _take(x: Tensor, idx: Tensor) -> Tensor:
     return x.gather(2, idx[:, None].expand(-1, x.shape[1], -1))
 
 
+def _repack(active: Tensor, idx: Tensor, saves: list, xs: list) -> tuple[Tensor, list] | None:
+    """None once no ray is active; else ``(idx, xs)`` cut to the active rays if that drops >20% of the columns
+    (fewer do not repay the gathers), after writing each ``(full_output, value)`` in ``saves`` back."""
+    cnt = int(active.sum(1).max().item())
+    if cnt == 0:
+        return None
+    if cnt >= 0.8 * idx.shape[1]:
+        return idx, xs
+    for full, value in saves:
+        full.scatter_(1, idx, value)
+    keep, _ = _pack(active)
+    return _take(idx, keep), [_take(x, keep) for x in xs]
+
+
 def _march(geo: _Geometry, o: Tensor, d: Tensor, t: Tensor, t_end: Tensor, active: Tensor, *, steps: int,
            eps: float, every: int = 2) -> tuple[Tensor, Tensor]:
     """Sphere-trace object-frame rays ``o + t d`` (o [n, 3, 1], d [n, 3, r]) to a hit or ``t_end``: (t, hit)."""
@@ -223,15 +235,10 @@ def _march(geo: _Geometry, o: Tensor, d: Tensor, t: Tensor, t_end: Tensor, activ
     B = torch.bmm(geo.Wlin, d)
     for i in range(steps):
         if i % every == 0 and i:
-            cnt = int(active.sum(1).max().item())
-            if cnt == 0:
+            packed = _repack(active, idx, [(out_t, t), (out_hit, hit)], [t, t_end, active, hit, dist, d, B])
+            if packed is None:
                 break
-            if cnt < 0.8 * idx.shape[1]:  # re-pack only when it pays for the gathers
-                out_t.scatter_(1, idx, t)
-                out_hit.scatter_(1, idx, hit)
-                keep, _ = _pack(active)
-                idx, t, t_end, active, hit, dist, d, B = (_take(x, keep) for x in (idx, t, t_end, active, hit,
-                                                                                     dist, d, B))
+            idx, (t, t_end, active, hit, dist, d, B) = packed
         tt = t[:, None]
         q = torch.addcmul(A, tt, B, out=torch.empty_like(B))
         if geo.has_fold:
@@ -261,13 +268,10 @@ def _soft_shadow(geo: _Geometry, p: Tensor, l: Tensor, s: Tensor, s_end: Tensor,
     run, prev = run.clone(), torch.full_like(s, 1e9)
     for i in range(steps):
         if i % every == 0 and i:
-            cnt = int(run.sum(1).max().item())
-            if cnt == 0:
+            packed = _repack(run, idx, [(out, vis)], [p, l, s, s_end, run, vis, prev])
+            if packed is None:
                 break
-            if cnt < 0.8 * idx.shape[1]:
-                out.scatter_(1, idx, vis)
-                keep, _ = _pack(run)
-                idx, p, l, s, s_end, run, vis, prev = (_take(x, keep) for x in (idx, p, l, s, s_end, run, vis, prev))
+            idx, (p, l, s, s_end, run, vis, prev) = packed
         h = geo.at(torch.addcmul(p, s[:, None], l))
         # Estimate the closest approach between this sample and the previous one (fewer bands than min(h/s)).
         y = h * h / (2 * prev)
@@ -413,9 +417,8 @@ def _render_chunk(parts: Parts, rot: Tensor, floor_rgb: Tensor, light_angles: Te
 
 @contextmanager
 def _one_thread_if(cond: bool):
-    """Run small CPU renders on one thread: their hundreds of small ops gain nothing from a thread team, and
-    when the CPU is oversubscribed each op's barrier can stall for a scheduler slice (measured: 1 view at 32 px
-    took 40 ms on 1 thread, 300+ ms on 2, on a busy 2-core machine). Restores the caller's setting."""
+    """Small CPU renders run on one thread (then restored): their small ops gain nothing from threads, and on an
+    oversubscribed CPU every op's barrier can stall a scheduler slice (1 view at 32 px: 40 ms vs 300+ ms)."""
     old = torch.get_num_threads()
     if not cond or old == 1:
         yield

@@ -1,12 +1,17 @@
-"""Frozen-model evaluation of seq-JEPA (paper §3): feature collection, probe heads and the full suite.
+"""Frozen-model evaluation of seq-JEPA (paper §3): feature collection, probe heads, the suites and TensorBoard.
 
->>> from eval import evaluate, format_table                                      # doctest: +SKIP
->>> res = evaluate(model, world_train, world_test, cfg.eval, device="cuda")      # doctest: +SKIP
->>> print(format_table({"trained": res}))                                        # doctest: +SKIP
+One module per suite (linear_probe, equivariance, path_integration, ood, retrieval, knn), run by
+:func:`evaluate`; ``eval.from_checkpoint.evaluate_checkpoint`` evaluates a checkpoint alone and writes the report,
+``eval.tensorboard`` logs what the model predicts.
+
+>>> from eval import evaluate, format_table                                                  # doctest: +SKIP
+>>> res = evaluate(model, world_train, world_test, cfg.eval, device="cuda", suites="all")    # doctest: +SKIP
+>>> print(format_table({"trained": res}))                                                    # doctest: +SKIP
 """
 
 from .features import collect
 from .probes import fit_classifier, fit_regressor, r2_score, standardize
-from .suite import evaluate, format_table
+from .suite import SUITE_NAMES, evaluate, format_table
 
-__all__ = ["collect", "evaluate", "fit_classifier", "fit_regressor", "format_table", "r2_score", "standardize"]
+__all__ = ["SUITE_NAMES", "collect", "evaluate", "fit_classifier", "fit_regressor", "format_table", "r2_score",
+           "standardize"]

@@ -87,6 +87,17 @@ def summarise(r: Tensor) -> dict[str, float]:
     return out
 
 
+def chance(n_candidates: int) -> dict[str, float]:
+    """What a random ranking scores: MRR = H_C / C, Hit@k = min(k, C) / C.
+
+    >>> round(chance(12)["mrr"], 3), round(chance(12)["hit@5"], 3)
+    (0.259, 0.417)
+    """
+    out = {"mrr": sum(1.0 / r for r in range(1, n_candidates + 1)) / n_candidates}
+    out.update({f"hit@{k}": min(k, n_candidates) / n_candidates for k in HITS})
+    return out
+
+
 @torch.no_grad()
 def predicted_ranks(ctx: Context, batch: Batch, cands: Tensor, index: Tensor, m_val: list[int]) -> dict[int, Tensor]:
     """Ranks of the true view M (0-based) for each M, for one chunk already on the device."""
@@ -121,7 +132,7 @@ def run(ctx: Context) -> dict[str, dict]:
             all_ranks[m].append(got[m])
     candidate_set = ("all bank views of the same object (SIE: all 50 views of the object)" if ctx.bank_test
                      is not None else f"the sequence's {steps} views + fresh random views of the same episode")
-    out = {}
+    out, floor = {}, chance(n_cands)
     for m in m_val:
         r = torch.cat(all_ranks[m])
         for key, value in summarise(r).items():
@@ -130,7 +141,7 @@ def run(ctx: Context) -> dict[str, dict]:
                 "probe": "none: the model's own predictor output ẑ, ranked by cosine similarity",
                 "metric": f"{unit} of the true target view among the candidates", "unit": unit,
                 "input": f"ẑ = predict(z_agg(first {m} views), e(a_{m})); the target is view {m + 1}",
-                "candidates": int(n_cands), "candidate_set": candidate_set,
+                "candidates": int(n_cands), "chance": floor[key], "candidate_set": candidate_set,
                 "candidate_embeddings": "target encoder (EMA copy) outputs, L2-normalised",
                 "ties": "counted in the target's favour", "reference": "SIE eval_MRR_Hk.py",
                 "sequences": int(r.numel()), "views": m, "epochs": 0, "lr": None,

@@ -19,6 +19,7 @@ losses are trained over the global batch.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import datetime
@@ -75,6 +76,7 @@ def setup(device: torch.device, timeout_min: float | None = None) -> torch.devic
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(minutes=minutes),
                                 device_id=device if device.type == "cuda" else None)
+        atexit.register(teardown)  # also when a rank leaves with an error
     return device
 
 
@@ -149,25 +151,58 @@ def average_gradients(module: nn.Module) -> None:
         g.copy_(avg)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums each slice's gradient over ranks and returns this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # gloo has no reduce_scatter; the gathered rows are small
+        return grad[rank() * ctx.rows:(rank() + 1) * ctx.rows]
+
+
+class _AllReduceWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.contiguous().clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+@torch.compiler.disable  # a graph break under torch.compile: the collective runs eagerly
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` [N, …] from every rank along dim 0 *with* gradients; ``x`` itself when not distributed.
 
-    The backward pass sums each slice's gradient over ranks and hands it to the rank that owns the slice. So when
-    every rank computes the same loss over the gathered batch, its local rows receive world_size × the gradient
-    of one process computing that loss alone, which DDP's averaging divides back.
+    Every rank must pass the same N. The backward pass sums each slice's gradient over ranks and hands it to the
+    rank that owns the slice (what ``torch.distributed.nn.functional.all_gather`` does; that one is deprecated
+    in torch 2.13 and refuses to run under torch.compile). So when every rank computes the same loss over the
+    gathered batch, its own rows receive world_size × the gradient of one process computing that loss alone,
+    which DDP's averaging over ranks divides back.
     """
     if not is_initialized() or world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-    return torch.cat(all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
+@torch.compiler.disable
 def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Sum of ``x`` over ranks, differentiable (the backward pass sums the gradients over ranks too)."""
     if not is_initialized() or world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_reduce
-    return all_reduce(x)
+    return _AllReduceWithGrad.apply(x)
 
 
 # -- data ------------------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ into z_agg, predict the target view's embedding from z_agg and the next action, 
 target encoder's embedding (1 - cos). AdamW with warm-up + cosine, τ rising from tau_base to 1. Two online
 probes on detached features (a linear classifier on z_agg and an MLP on [z_1, z_2] -> the relative action)
 show learning as it happens; they have their own optimizer and never touch the backbone.
+
+Under ``torchrun --nproc_per_node=N run.py train …`` the same loop runs in N processes (seqjepa/distributed.py):
+DDP-wrapped model, train.batch_size split over the ranks, metrics averaged at log time, rank 0 logs and saves.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
 
 import pytest
 import torch
@@ -279,3 +278,15 @@ def test_evaluate_checkpoint_suites_and_report(tmp_path, short_paths):
     assert "retrieval/M=1/mrr" in (run / "eval.md").read_text()
     with pytest.raises(ValueError, match="--suite"):
         evaluate_checkpoint(run / "latest.pt", suites=["bogus"])
+
+
+def test_cli_rejects_an_unknown_suite_in_one_line():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "eval", "--ckpt", "x.pt", "--suite", "bogus"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and "--suite: got 'bogus'" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

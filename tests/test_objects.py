@@ -122,9 +122,12 @@ def test_the_bounding_sphere_fits_the_frame():
 
 
 def test_render_large_batches_in_chunks_like_one_call():
-    parts, R, kw = scene(n=6, size=16)
-    whole = render(parts, R, **kw)
-    chunked = render(parts, R, **kw, max_rays=2 * 16 * 16)
+    w = RotatingObjects(image_size=16, num_categories=24, instances=1, test_fraction=0.0)
+    s = w.reset(12, torch.Generator().manual_seed(0), torch.arange(0, 24, 2))  # 2 to 5 parts per object
+    p, parts = s["params"], w._parts[w._objects[s["episode"]]]
+    kw = dict(floor_rgb=hsv_to_rgb(p[:, 3], .6, .8), light_angles=p[:, 4:6], light_rgb=torch.ones(12, 3), size=16)
+    whole = render(parts, rt.euler_to_matrix(p[:, :3]), **kw)
+    chunked = render(parts, rt.euler_to_matrix(p[:, :3]), **kw, max_rays=3 * 16 * 16)
     assert torch.equal(whole, chunked)
 
 

@@ -88,7 +88,8 @@ class ConvJEPA(Method):
         self.check_views(views, actions, 2, "Conv-JEPA")
         M = views.shape[1] - 1
         z = self.encode(views[:, :M])
-        e = per_view(self.action_embed, moves_to_last(actions.to(z.device, torch.float32)))  # all B·M moves: one BN batch
+        # All B·M moves go through the action BatchNorm as one batch (the official code: one batch per i).
+        e = per_view(self.action_embed, moves_to_last(actions.to(z.device, torch.float32)))
         y_hat = per_view(self.predictor, torch.cat([e, per_view(self.projector, z)], dim=-1))
         z_t, y_t = self.encode_target(views[:, M])
         return dict(loss=pairwise_loss(y_hat, y_t, self.pair_reduction), z=z, target=z_t)

@@ -1,4 +1,4 @@
-"""SEN (Park et al. 2022), equivariant baseline: predict view 1's projection from view 0's and the action, contrastively.
+"""SEN (Park et al. 2022), equivariant baseline: predict view 1's projection from view 0's and the action.
 
     ŷ₂ = h(e(a) ⊕ g(f(x₁)))          loss = NT-Xent(ŷ₂, g(f(x₂)))   (no invariance term)
 

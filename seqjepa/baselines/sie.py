@@ -1,4 +1,4 @@
-"""SIE (Garrido et al. 2023), equivariant baseline: VICReg on split invariant/equivariant parts + a hypernetwork predictor.
+"""SIE (Garrido et al. 2023), equivariant baseline: VICReg on split invariant/equivariant parts + hypernetwork.
 
 The encoder output z (D) is split in halves: z_inv = z[:D/2], z_equi = z[D/2:], each with its own projector
 (paper: 1024-1024-1024; hidden layers with bias, no final BN). The predictor is SIE's hypernetwork: a bias-free
