@@ -39,7 +39,13 @@ def config_help() -> str:
 def build_config(args) -> Config:
     cfg = preset(args.preset)
     if getattr(args, "env", None):
+        import dataclasses
+
+        import envs
         cfg.world.env = args.env
+        # A preset's world options are written for its own world: keep those the chosen world declares.
+        accepted = {f.name for f in dataclasses.fields(envs.world_class(args.env)[1].Options)}
+        cfg.world.options = {k: v for k, v in cfg.world.options.items() if k in accepted}
     if getattr(args, "method", None):
         apply_overrides(cfg, [f"model.method={args.method}"])
     if getattr(args, "agent", None):  # live sequences: the agent acts in the world (a bank is pre-rendered)
@@ -114,7 +120,7 @@ def cmd_eval(args) -> int:
     from eval.from_checkpoint import evaluate_checkpoint
     from eval.suite import format_table
 
-    results = evaluate_checkpoint(args.ckpt, args.set or [], suites=args.suite or "all", inspect=True)
+    results = evaluate_checkpoint(args.ckpt, args.set or [], suites=args.suite or None, inspect=True)
     print(format_table({k: v for k, v in results.items() if isinstance(v, dict)}))
     print(f"\nresults: {Path(args.ckpt).parent / 'eval.json'} (+ eval.md, eval_*.png)\n"
           f"tensorboard: tensorboard --logdir {Path(args.ckpt).parent}")
@@ -139,9 +145,17 @@ def cmd_envs(args) -> int:
     from seqjepa.config import help_lines as option_lines
 
     for env_id in sorted(envs.WORLDS):
-        world = envs.make_world(env_id, image_size=32) if "image_size" in {
-            f.name for f in dataclasses.fields(envs.WORLDS[env_id].Options)} else envs.make_world(env_id)
         cls = envs.WORLDS[env_id]
+        try:
+            world = envs.make_world(env_id, image_size=32) if "image_size" in {
+                f.name for f in dataclasses.fields(cls.Options)} else envs.make_world(env_id)
+        except ValueError as e:  # a world over a dataset on disk, with no dataset given: list it anyway
+            if not getattr(cls, "needs_data", False):
+                raise
+            print(f"{env_id}: {cls.name}\n  action: {cls.action_doc}\n  needs data: {e}")
+            print("  options (--set world.options.NAME=VALUE):")
+            print("\n".join("  " + line for line in option_lines(cls.Options)) + "\n")
+            continue
         print(f"{env_id}: {cls.name}")
         print(f"  observation: uint8 views (H, W, 3); gym.make_vec(..., device=...) gives torch batches")
         print(f"  action: Box{tuple(world.action_low.shape)} in [{world.action_low.min().item():g}, "
@@ -152,6 +166,11 @@ def cmd_envs(args) -> int:
             print("  " + line)
         print()
     return 0
+
+
+def cmd_preview(args) -> int:
+    from envs.preview import cmd
+    return cmd(args)
 
 
 def cmd_bench(args) -> int:
@@ -194,8 +213,7 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="goal reaching and active vision with a checkpoint's world model "
                                      "(agents/plan_eval.py) -> plan.json, plan.md")
     pl.add_argument("--ckpt", required=True, help="path to a seq-JEPA checkpoint (runs/NAME/latest.pt)")
-    pl.add_argument("--episodes", type=int, default=64, help="goal-reaching episodes per horizon; active-vision "
-                                                             "test sequences per policy (default 64)")
+    pl.add_argument("--episodes", type=int, default=64, help="goal-reaching episodes per horizon (default 64)")
     pl.add_argument("--horizon", type=int, default=3, help="plan 1 and H steps ahead (default 3)")
     pl.add_argument("--candidates", type=int, default=64, help="CEM samples per iteration (default 64)")
     pl.add_argument("--iterations", type=int, default=4, help="CEM iterations (default 4)")
@@ -214,6 +232,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-official", action="store_true", help="skip the official-style step and the ratio")
     b.add_argument("--out", help="JSON file (default: <train.runs_dir>/bench-<preset>-<device>.json)")
     b.set_defaults(func=cmd_bench)
+
+    pv = sub.add_parser("preview", help="an episode of a world's random policy -> MP4 + a GIF in TensorBoard "
+                                        "(envs/preview.py)")
+    pv.add_argument("--env", required=True, help="world id (or module:id), as listed by `run.py envs`")
+    pv.add_argument("--steps", type=int, default=16, help="actions in the episode (default 16)")
+    pv.add_argument("--seed", type=int, default=0)
+    pv.add_argument("--fps", type=int, default=4, help="frames per second of the MP4 and GIF (default 4)")
+    pv.add_argument("--out", help="MP4 path (default runs/preview-<world>/preview.mp4; TensorBoard logs beside it)")
+    pv.add_argument("--set", action="append", metavar="world.options.NAME=VALUE", help="a world option (repeatable)")
+    pv.set_defaults(func=cmd_preview)
     return p
 
 

@@ -42,7 +42,7 @@ from eval.features import collect
 from eval.probes import fit_classifier
 
 from .active_vision import ActiveVisionPolicy
-from .planning import LatentGoalCost, cem, execute, goal_error, gradient_plan, space_for, world_cost
+from .planning import LatentGoalCost, PlanSpace, cem, execute, goal_error, gradient_plan, space_for, world_cost
 from .saliency import SaliencyPolicy
 from .uniform import UniformPolicy
 
@@ -50,7 +50,7 @@ from .uniform import UniformPolicy
 @dataclasses.dataclass
 class PlanConfig:
     """The protocol of ``run.py plan``; each number in plan.json carries the fields it used."""
-    episodes: int = 64            # goal-reaching episodes per horizon; active vision: test sequences per policy
+    episodes: int = 64            # goal-reaching episodes per horizon
     horizons: tuple[int, ...] = (1, 3)
     candidates: int = 64          # CEM samples per iteration (model and oracles)
     iterations: int = 4           # CEM iterations
@@ -61,6 +61,7 @@ class PlanConfig:
     seed: int = 0
     glimpses: tuple[int, ...] = (1, 2, 4, 6)
     probe_sequences: int = 1000   # saliency train sequences for the active-vision probe
+    active_sequences: int = 256   # test sequences per policy
     probe_epochs: int = 100
     active_candidates: int = 32
 
@@ -99,11 +100,12 @@ def episode(world: World, n: int, m: int, h: int, g: torch.Generator) -> dict:
         views.append(world.render(state))
         params.append(state["params"])
     p = torch.stack(params, 1)
-    goal = state
+    goal, true_plan = state, []
     for _ in range(h):
-        goal = world.step(goal, world.sample_action(goal, g), g)
+        true_plan.append(world.sample_action(goal, g))
+        goal = world.step(goal, true_plan[-1], g)
     return {"state": state, "views": torch.stack(views, 1), "actions": world.relative(p[:, :-1], p[:, 1:]),
-            "goal_view": world.render(goal), "goal_params": goal["params"]}
+            "goal_view": world.render(goal), "goal_params": goal["params"], "true_plan": torch.stack(true_plan, 1)}
 
 
 def _random_actions(world: World, state: State, h: int, g: torch.Generator) -> Tensor:
@@ -137,6 +139,7 @@ def goal_reaching(model: nn.Module, world: World, m: int, pc: PlanConfig, log: C
                                                     _generator(world, pc.seed + 3)),
                                          space, h, generator=gen(), **cem_kw).actions,
         }
+        out[f"goal/H={h}/true_plan_rank"] = true_plan_rank(latent, space, ep["true_plan"], h, pc, gen())
         for name, plan in methods.items():
             t0 = time.time()
             actions = plan()
@@ -152,6 +155,22 @@ def goal_reaching(model: nn.Module, world: World, m: int, pc: PlanConfig, log: C
             log(f"goal H={h} {name:14s} error {float(err.mean()):7.2f} {unit} (median {float(err.median()):.2f}),"
                 f" latent cos {float(latent_cos.mean()):.3f}, {time.time() - t0:.1f} s")
     return out
+
+
+@torch.no_grad()
+def true_plan_rank(latent: LatentGoalCost, space: PlanSpace, true_plan: Tensor, h: int, pc: PlanConfig,
+                   g: torch.Generator) -> dict:
+    """Does the model prefer the actions that really led to the goal? The share (%) of random plans (the
+    planners' initial distribution) the model scores better than the true plan: 50 = no idea, 0 = perfect."""
+    mean, std = space.init(h)
+    noise = torch.randn(mean.shape[0], pc.candidates, *mean.shape[1:], generator=g, device=mean.device)
+    rivals = latent(space.to_actions(space.project(mean[:, None] + std[:, None] * noise)))
+    mine = latent(true_plan[:, None].to(rivals.device))
+    share = (rivals < mine).float().mean(1) * 100
+    return {"value": float(share.mean()), "median": float(share.median()), "unit": "% of random plans ranked "
+            "better than the true plan by the model", "protocol": {"episodes": pc.episodes, "horizon": h,
+            "random_plans": pc.candidates, "seed": pc.seed, "cost": "1 - cos(predicted, goal target embedding)",
+            "true_plan": "the random-policy actions that produced the goal"}}
 
 
 def _goal_protocol(name: str, h: int, m: int, pc: PlanConfig) -> dict:
@@ -200,7 +219,7 @@ def active_vision(model: nn.Module, world_train: Saccades, world_test: Saccades,
     out = {}
     for name, policy in policies.items():
         t0 = time.time()
-        test = glimpse_features(model, world_test, policy, pc.episodes, ks, pc.seed + 10_000)
+        test = glimpse_features(model, world_test, policy, pc.active_sequences, ks, pc.seed + 10_000)
         for k in ks:
             acc = fit_classifier(train["z_agg"][k], train["labels"], test["z_agg"][k], test["labels"],
                                  num_classes=world_test.num_classes, epochs=pc.probe_epochs, lr=1e-3,
@@ -209,7 +228,7 @@ def active_vision(model: nn.Module, world_train: Saccades, world_test: Saccades,
                 "value": acc, "unit": "top-1 %", "seconds": round(time.time() - t0, 2),
                 "protocol": {"probe": "linear on z_agg (standardised), Adam lr 1e-3, batch 256",
                              "probe_epochs": pc.probe_epochs, "probe_train": f"{pc.probe_sequences} saliency "
-                             f"sequences of the train split", "test_sequences": pc.episodes, "glimpses": k,
+                             f"sequences of the train split", "test_sequences": pc.active_sequences, "glimpses": k,
                              "candidates": pc.active_candidates if name.startswith("active") else None,
                              "chance": 100 / world_test.num_classes, "seed": pc.seed}}
         log(f"active vision {name:20s} " + " ".join(f"k={k}: {out[f'active/k={k}/{name}']['value']:.1f}%"
@@ -252,6 +271,7 @@ def format_report(results: dict) -> str:
                                     f"{results['world']})", ""]
     for h in results["config"]["horizons"]:
         rows = {k.split("/")[-1]: v for k, v in m.items() if k.startswith(f"goal/H={h}/")}
+        rank = rows.pop("true_plan_rank", None)
         if not rows:
             continue
         unit = next(iter(rows.values()))["unit"]
@@ -259,6 +279,9 @@ def format_report(results: dict) -> str:
                   "| method | mean error | median | latent cos to goal | seconds |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {v['value']:.2f} | {v['median']:.2f} | {v['latent_cos']:.3f} | {v['seconds']:.1f} |"
                   for k, v in rows.items()] + [""]
+        if rank is not None:
+            lines += [f"The model scores {rank['value']:.1f}% of random plans better than the true plan "
+                      f"(50 = no idea, 0 = perfect).", ""]
     active = {k: v for k, v in m.items() if k.startswith("active/")}
     if active:
         ks = sorted({int(k.split("/")[1][2:]) for k in active})

@@ -4,7 +4,7 @@ Given the views seen so far (x_1..x_M and the actions a_1..a_{M-1} between them)
 H actions whose predicted embedding matches the goal's target embedding f̄(x_goal) (cosine), then execute them:
 
     z_agg = g(z_1⊕e_1, …, z_M⊕0);   ẑ_1 = h(z_agg ⊕ e(a_M))                      # one step ahead
-    ẑ_t   = h(g(z_1⊕e_1, …, z_M⊕e(a_M), ẑ_1⊕e(a_{M+1}), …, ẑ_{t-1}⊕0) ⊕ e(a_{M+t-1}))  # autoregressive
+    ẑ_t   = h(g(z_1⊕e_1, …, z_M⊕e(a_M), ẑ_1⊕e(a_{M+1}), …, ẑ_{t-1}⊕0) ⊕ e(a_{M+t-1}))    # t > 1
     cost  = 1 − cos(ẑ_H, f̄(x_goal))
 
 Two optimisers minimise the cost over a :class:`PlanSpace`'s variables u [B, K, H, U] (K candidates per episode):
@@ -16,6 +16,11 @@ Two optimisers minimise the cost over a :class:`PlanSpace`'s variables u [B, K, 
 Both keep the best candidate seen. Any ``cost(actions [B, K, H, A]) -> [B, K]`` can be planned, so the same code
 searches the true world (the oracle of ``agents.plan_eval``) or a known toy model (the tests).
 
+>>> space = BoxSpace(batch=1, low=-torch.ones(1), high=torch.ones(1))         # a 1-d toy: reach a = 0.3
+>>> toy = lambda a: (a[..., 0, 0] - 0.3).abs()                                  # actions [B, K, H, A] -> [B, K]
+>>> plan = cem(toy, space, horizon=1, generator=torch.Generator().manual_seed(0))
+>>> round(float(plan.actions[0, 0, 0]), 2)
+0.3
 >>> cost = LatentGoalCost(model, views, actions, goal)                          # doctest: +SKIP
 >>> plan = cem(cost, space_for(world, state), horizon=1, generator=g)          # doctest: +SKIP
 >>> state = execute(world, state, plan.actions, g)                             # doctest: +SKIP

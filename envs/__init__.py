@@ -72,3 +72,8 @@ from .saccades import Saccades  # noqa: E402
 
 register_world("seqjepa/Saccades-v0", Saccades)
 __all__ += ["Saccades"]
+
+from .iebench import IEBench  # noqa: E402  (needs the dataset: world.options.root or $SEQJEPA_3DIEBENCH)
+
+register_world("seqjepa/3DIEBench-v0", IEBench)
+__all__ += ["IEBench"]

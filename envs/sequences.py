@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .base import State, World
 
-BANK_FORMAT = 1  # bump when the bank's contents or the renderers change, so old caches are not reused
+BANK_FORMAT = 2  # bump when the bank's contents or the renderers change, so old caches are not reused
 
 
 @dataclasses.dataclass
@@ -97,7 +97,10 @@ class ViewBank:
         random poses, like 3DIEBench; for saccades: the saliency + inhibition-of-return path)."""
         g = torch.Generator(device=world.device)
         g.manual_seed(seed)
-        episodes = torch.arange(objects, device=world.device) % world.num_episodes
+        # A random order over the episodes (then repeated), so that a bank smaller than the world still
+        # covers every class: episodes are numbered class by class.
+        order = torch.randperm(world.num_episodes, generator=g, device=world.device)
+        episodes = order[torch.arange(objects, device=world.device) % world.num_episodes]
         parts = []
         for start in range(0, objects, chunk):
             parts.append(rollout(world, random_policy, len(episodes[start:start + chunk]), views, g,

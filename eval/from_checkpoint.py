@@ -48,19 +48,22 @@ def build_ood_world(cfg: Config, device: torch.device) -> envs.World | None:
 
 
 def evaluate_checkpoint(path: str | Path, overrides: list[str] | None = None, *,
-                        suites: Sequence[str] | Literal["all"] | None = "all", inspect: bool = False,
+                        suites: Sequence[str] | Literal["all"] | None = None, inspect: bool = False,
                         tensorboard: bool = True, log: Callable[[str], None] = print) -> dict:
     """Run the evaluation suites on the checkpoint at ``path`` (and on the same network at random init).
 
-    ``suites``: names (see ``eval.suite.SUITE_NAMES``) or ``"all"`` (every suite that applies). ``tensorboard``
+    ``suites``: names (see ``eval.suite.SUITE_NAMES``) or ``"all"`` (every suite that applies); None = the
+    checkpoint config's ``eval.suites``. ``tensorboard``
     logs the evaluation into the checkpoint's folder; ``inspect`` also logs the projector, imagination rollouts
     and attention of the trained model on the test split (``run.py eval`` does). Returns the results.
     """
     path = Path(path)
-    names = resolve_suites(suites)
     ckpt = checkpoint.load(path)
     cfg: Config = from_dict(Config, ckpt["config"])
     apply_overrides(cfg, overrides or [])
+    if suites is None:
+        suites = "all" if "all" in cfg.eval.suites else cfg.eval.suites
+    names = resolve_suites(suites)
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.eval.seed)
 
@@ -120,6 +123,8 @@ def write_report(path: Path, results: dict) -> dict:
         if img is not None:
             img.save(path.parent / PLOTS[key])
             figures.append(f"![{key}]({PLOTS[key]})")
+        else:  # a plot of an earlier evaluation would now describe numbers eval.json no longer holds
+            (path.parent / PLOTS[key]).unlink(missing_ok=True)
     notes = per_model.get("trained", {}).get("notes") or {}
     with open(path.parent / "eval.md", "w") as fh:
         fh.write(f"# Evaluation of {path}\n\n{table}\n\n")

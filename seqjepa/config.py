@@ -338,6 +338,8 @@ class EvalConfig:
     mlp_hidden: int = opt(1024, "hidden width of the two-hidden-layer MLP heads (official code: 1024-1024)", ge=1)
     seed: int = opt(0, "seed for probe data and heads")
     random_init_baseline: bool = opt(True, "also evaluate the same network at random initialisation")
+    suites: list[str] = opt(["all"], "suites run after training and by `run.py eval` without --suite: all, or "
+                                     "names from linear_probe, equivariance, path_integration, ood, retrieval, knn")
 
 
 @dataclass
@@ -360,17 +362,17 @@ PRESETS: dict[str, dict] = {
         "optim": {"warmup_steps": 2, "lr": 1e-3},
         "train": {"steps": 6, "batch_size": 8, "log_every": 2, "ckpt_every": 3},
         "eval": {"m_val": [1, 2], "train_sequences": 64, "test_sequences": 32, "linear_epochs": 3,
-                 "mlp_epochs": 3, "mlp_hidden": 64, "batch_size": 32},
+                 "mlp_epochs": 3, "mlp_hidden": 64, "batch_size": 32, "suites": ["linear_probe", "equivariance"]},
     },
     # The default: a few minutes on two CPU cores, enough to show learning against random initialisation.
     "cpu": {
-        "world": {"options": {"image_size": 32}, "bank_objects": 1000, "bank_views": 12},
+        "world": {"options": {"image_size": 32, "rotation_range": 0.785}, "bank_objects": 1000, "bank_views": 8},
         "model": {"depth": 10, "width": 16, "stem": "cifar", "act_dim": 32, "agg_layers": 2, "agg_heads": 4,
-                  "pred_hidden": 512},
+                  "pred_hidden": 512, "tau_base": 0.99},
         "optim": {"lr": 2e-3, "weight_decay": 0.05, "warmup_steps": 100},
-        "train": {"steps": 1500, "batch_size": 64},
-        "eval": {"train_sequences": 3000, "test_sequences": 1000, "linear_epochs": 60, "mlp_epochs": 60,
-                 "mlp_hidden": 512},
+        "train": {"steps": 1500, "batch_size": 32, "channels_last": "on"},
+        "eval": {"train_sequences": 6000, "test_sequences": 1000, "linear_epochs": 40, "mlp_epochs": 40,
+                 "mlp_hidden": 256, "batch_size": 128, "suites": ["linear_probe", "equivariance"]},
     },
     # The paper's 3DIEBench setting (Table 1): ResNet-18, 128x128, batch 512, M_tr=3; for a GPU.
     "paper": {

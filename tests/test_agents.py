@@ -152,7 +152,7 @@ def test_planners_reach_the_goal_with_a_known_model(world_id, tol, h, worlds):
     world, state, goal, cost = toy_problem(world_id, worlds, 24, h)
     space = space_for(world, state)
     errors = {}
-    for name, plan in {"cem": lambda: cem(cost, space, h, candidates=128, iterations=6, generator=gen(1)),
+    for name, plan in {"cem": lambda: cem(cost, space, h, candidates=128, iterations=8, generator=gen(1)),
                        "gradient": lambda: gradient_plan(cost, space, h, restarts=8, steps=40, lr=0.05,
                                                          generator=gen(1))}.items():
         p = plan()
@@ -207,7 +207,7 @@ def test_plan_cli_end_to_end(smoke_cfg, tmp_path):
             assert entry["unit"] == "degrees" and 0 <= entry["value"] <= 180
             assert entry["protocol"]["episodes"] == 3 and entry["protocol"]["horizon"] == h
     assert out["metrics"]["goal/H=2/cem"]["protocol"]["candidates"] == 6
-    assert "goal/H=1/cem" in (ckpt.parent / "plan.md").read_text() or "| cem |" in (ckpt.parent / "plan.md").read_text()
+    assert "| cem |" in (ckpt.parent / "plan.md").read_text()
 
 
 def test_plan_active_vision_on_saccades(smoke_cfg, tmp_path):
@@ -216,7 +216,7 @@ def test_plan_active_vision_on_saccades(smoke_cfg, tmp_path):
         "world.env=seqjepa/Saccades-v0", "world.options={}", "world.options.scene_size=48",
         "world.options.glimpse=16", "world.options.num_classes=2", "world.options.per_class=4"])
     pc = PlanConfig(episodes=6, horizons=(1,), candidates=6, iterations=1, restarts=2, grad_steps=2,
-                    glimpses=(1, 3), probe_sequences=16, probe_epochs=2, active_candidates=4)
+                    glimpses=(1, 3), probe_sequences=16, active_sequences=6, probe_epochs=2, active_candidates=4)
     out = plan_checkpoint(ckpt, pc, log=lambda s: None)["metrics"]
     assert out["goal/H=1/oracle_pixels"]["unit"] == "pixels"
     for policy in ("saliency", "uniform", "active_change", "active_disagreement"):
@@ -224,3 +224,11 @@ def test_plan_active_vision_on_saccades(smoke_cfg, tmp_path):
     # one glimpse: every policy has seen the same first fixation of the same scenes
     assert len({out[f"active/k=1/{p}"]["value"] for p in ("saliency", "uniform", "active_change")}) == 1
     assert "Active vision" in (ckpt.parent / "plan.md").read_text()
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+    for name in ("agents", "agents.base", "agents.random_policy", "agents.saliency", "agents.uniform", "agents.sweep",
+                 "agents.planning", "agents.active_vision", "agents.plan_eval"):
+        assert doctest.testmod(importlib.import_module(name)).failed == 0, name

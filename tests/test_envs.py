@@ -15,8 +15,30 @@ SMALL = {"image_size": 32}
 
 
 def small_options(env_id):
-    fields = {f for f in envs.WORLDS[env_id].Options.__dataclass_fields__}
-    return {k: v for k, v in SMALL.items() if k in fields}
+    cls = envs.WORLDS[env_id]
+    fields = {f for f in cls.Options.__dataclass_fields__}
+    out = {k: v for k, v in SMALL.items() if k in fields}
+    if getattr(cls, "needs_data", False):  # a world over a dataset on disk: its tiny fixture tree
+        out["root"] = str(data_root(env_id))
+    return out
+
+
+def data_root(env_id):
+    """A tiny dataset for worlds with ``needs_data`` (written once per session); skip if none is known."""
+    from iebench_tree import write_tree
+
+    writers = {"seqjepa/3DIEBench-v0": write_tree}
+    if env_id not in writers:
+        pytest.skip(f"{env_id} needs data on disk and has no test fixture")
+    if env_id not in _DATA:
+        import atexit, shutil, tempfile
+        folder = tempfile.mkdtemp(prefix="seqjepa-data-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _DATA[env_id] = writers[env_id](folder)
+    return _DATA[env_id]
+
+
+_DATA: dict = {}
 
 
 @pytest.mark.parametrize("env_id", WORLD_IDS)
