@@ -120,6 +120,9 @@ def cmd_eval(args) -> int:
     from eval.from_checkpoint import evaluate_checkpoint
     from eval.suite import format_table
 
+    from eval.suite import resolve_suites
+    if args.suite:
+        resolve_suites(args.suite)  # an unknown suite fails before the checkpoint is read
     results = evaluate_checkpoint(args.ckpt, args.set or [], suites=args.suite or None, inspect=True)
     print(format_table({k: v for k, v in results.items() if isinstance(v, dict)}))
     print(f"\nresults: {Path(args.ckpt).parent / 'eval.json'} (+ eval.md, eval_*.png)\n"
