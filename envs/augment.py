@@ -30,7 +30,6 @@ an action is ``p_to - p_from`` on the chosen factors and does not.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from einops import rearrange
 from kornia.filters import gaussian_blur2d
 from torch import Tensor
 
-from seqjepa.config import ConfigError, opt, set_field, validate
+from seqjepa.config import ConfigError, opt
 
 from .base import Factor, State, World
 from .images import (PROCEDURAL_MAX_CLASSES, ImageSet, cifar100_images, digits_images, load_image_folder,
@@ -149,10 +148,7 @@ class Augmentations(World):
     param_names = ("top", "left", "height", "width", "brightness", "contrast", "saturation", "hue", "sigma")
 
     def __init__(self, options: Options | None = None, device: str | torch.device = "cpu", **kwargs):
-        opts = dataclasses.replace(options) if options is not None else self.Options()
-        validate(opts)
-        for key, value in kwargs.items():
-            set_field(opts, key, value)
+        opts = self.resolve_options(options, kwargs)
         self.options, self.device = opts, torch.device(device)
         data = self._load(opts)
         if len(data) == 0:

@@ -95,6 +95,20 @@ class World(abc.ABC):
     def sample_action(self, state: State, generator: torch.Generator) -> Tensor:
         """A random relative transformation within the world's ranges (the paper's sampling)."""
 
+    @classmethod
+    def resolve_options(cls, options: Any | None, overrides: dict[str, Any]) -> Any:
+        """A copy of ``options`` (or the defaults) with ``overrides`` applied, every value validated.
+
+        Raises ConfigError naming the field, the value and what is allowed.
+        """
+        from seqjepa.config import set_field, validate
+
+        opts = dataclasses.replace(options) if options is not None else cls.Options()
+        validate(opts)
+        for key, value in overrides.items():
+            set_field(opts, key, value)
+        return opts
+
     def absolute(self, params: Tensor) -> dict[str, Tensor]:
         """Per-view targets for absolute probes (e.g. the rotation quaternion). Empty if none."""
         return {}

@@ -20,7 +20,6 @@ are read lazily per render through a small LRU cache and resized to ``image_size
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections import OrderedDict
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqjepa.config import opt, set_field, validate
+from seqjepa.config import opt
 
 from . import rotations as rt
 from .base import Factor, State, World
@@ -100,10 +99,7 @@ class IEBench(World):
     param_names = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
 
     def __init__(self, options: Options | None = None, device: str | torch.device = "cpu", **kwargs):
-        opts = dataclasses.replace(options) if options is not None else self.Options()
-        validate(opts)
-        for key, value in kwargs.items():
-            set_field(opts, key, value)
+        opts = self.resolve_options(options, kwargs)
         if not opts.root:
             opts.root = os.environ.get(ENV_VAR, "")
         if not opts.root:

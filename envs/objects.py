@@ -18,7 +18,6 @@ torch.Size([8, 3, 32, 32])
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from seqjepa.config import ConfigError, opt, set_field, validate
+from seqjepa.config import ConfigError, opt
 
 from . import rotations as rt
 from .base import Factor, State, World
@@ -327,10 +326,7 @@ class RotatingObjects(World):
     param_names = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
 
     def __init__(self, options: Options | None = None, device: str | torch.device = "cpu", **kwargs):
-        opts = dataclasses.replace(options) if options is not None else self.Options()
-        validate(opts)
-        for key, value in kwargs.items():
-            set_field(opts, key, value)
+        opts = self.resolve_options(options, kwargs)
         self.options, self.device = opts, torch.device(device)
         n_test = int(round(opts.instances * opts.test_fraction))
         ids = range(opts.instances - n_test, opts.instances) if opts.split == "test" else range(opts.instances - n_test)

@@ -25,7 +25,6 @@ torch.Size([4, 3, 48, 48])
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from seqjepa.config import ConfigError, opt, set_field, validate
+from seqjepa.config import ConfigError, opt
 
 from .base import Factor, State, World, split_generator
 from .saliency import classical_saliency, inhibit, sample_fixations, to_probability
@@ -82,10 +81,7 @@ class Saccades(World):
     param_names = ("row", "col")
 
     def __init__(self, options: Options | None = None, device: str | torch.device = "cpu", **kwargs):
-        opts = dataclasses.replace(options) if options is not None else self.Options()
-        validate(opts)
-        for key, value in kwargs.items():
-            set_field(opts, key, value)
+        opts = self.resolve_options(options, kwargs)
         if opts.glimpse > opts.scene_size:
             raise ConfigError(f"glimpse: got {opts.glimpse}; allowed: <= scene_size ({opts.scene_size})")
         if opts.source != "scenes" and not opts.root:

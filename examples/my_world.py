@@ -10,7 +10,6 @@ Each episode is one shape (square, disc or cross: the class) in its own colour; 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +18,7 @@ from torch import Tensor
 
 import envs
 from envs import Factor, State, World
-from seqjepa.config import opt, set_field, validate
+from seqjepa.config import opt
 
 SHAPES = ("square", "disc", "cross")
 
@@ -35,10 +34,8 @@ class MyWorld(World):
     action_doc = "relative move (dx, dy) of the shape, in canvas widths, each in [-1, 1]"
 
     def __init__(self, options: Options | None = None, device: str | torch.device = "cpu", **kwargs):
-        opts = dataclasses.replace(options) if options is not None else self.Options()
-        validate(opts)
-        for key, value in kwargs.items():          # options arrive as keyword arguments (world.options.*)
-            set_field(opts, key, value)
+        # options arrive as keyword arguments (world.options.*), validated against Options
+        opts = self.resolve_options(options, kwargs)
         self.options, self.device = opts, torch.device(device)
         self.num_classes = len(SHAPES)
         self.num_episodes = self.num_classes * opts.per_class

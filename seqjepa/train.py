@@ -40,7 +40,7 @@ from eval.tensorboard import end_of_training
 from . import checkpoint
 from . import distributed as ddp
 from .config import Config, ConfigError, to_dict
-from .model import SeqJEPA, tau_at
+from .model import tau_at
 
 
 class TrainingDiverged(RuntimeError):
