@@ -85,9 +85,10 @@ def test_sweep_is_a_steady_yaw_and_a_full_raster(worlds):
 
 # -- planners on toy problems: a stand-in model that is exactly the true transition in embedding space ------------
 
-class RotationToy:
-    """z = vec(R); aggregate = the last token (the current rotation); predict = vec(R @ R(a)). Exact."""
-    act_dim, action_embed = 4, True
+class ExactToy:
+    """A stand-in world model whose 'views' already are embeddings: the encoder and the action embedding are the
+    identity and the aggregate is the last token; subclasses give the exact transition as ``predict``."""
+    action_embed = True
 
     def encode(self, views):
         return views
@@ -100,13 +101,18 @@ class RotationToy:
     def aggregate(self, z, e):
         return z[:, -1]
 
+
+class RotationToy(ExactToy):
+    """z = vec(R); aggregate = the last token (the current rotation); predict = vec(R @ R(a)). Exact."""
+    act_dim = 4
+
     def predict(self, z_agg, e):
         return (z_agg.reshape(-1, 3, 3) @ rt.quat_to_matrix(e)).flatten(1)
 
 
-class FixationToy:
+class FixationToy(ExactToy):
     """z = [p, cos(W p + b)] of the fixation p; aggregate = the last token; predict = z(clip(p + a)). Exact."""
-    act_dim, action_embed = 2, True
+    act_dim = 2
 
     def __init__(self):
         g = gen(5)
@@ -114,17 +120,6 @@ class FixationToy:
 
     def embed(self, p):
         return torch.cat([p, torch.cos(p @ self.w.T + self.b)], -1)
-
-    def encode(self, views):
-        return views
-
-    encode_target = encode
-
-    def embed_actions(self, a):
-        return a
-
-    def aggregate(self, z, e):
-        return z[:, -1]
 
     def predict(self, z_agg, e):
         return self.embed((z_agg[:, :2] + e).clamp(0, 47 / 48))
