@@ -37,15 +37,7 @@ def config_help() -> str:
 
 
 def build_config(args) -> Config:
-    cfg = preset(args.preset)
-    if getattr(args, "env", None):
-        import dataclasses
-
-        import envs
-        cfg.world.env = args.env
-        # A preset's world options are written for its own world: keep those the chosen world declares.
-        accepted = {f.name for f in dataclasses.fields(envs.world_class(args.env)[1].Options)}
-        cfg.world.options = {k: v for k, v in cfg.world.options.items() if k in accepted}
+    cfg = preset(args.preset, getattr(args, "env", None))
     if getattr(args, "method", None):
         apply_overrides(cfg, [f"model.method={args.method}"])
     if getattr(args, "agent", None):  # live sequences: the agent acts in the world (a bank is pre-rendered)

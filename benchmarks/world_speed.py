@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     ids = [i for i in sorted(envs.WORLDS) if not args.worlds or any(w in i for w in args.worlds)]
     print(f"device={args.device} batch={args.batch} image_size={args.image_size} threads={torch.get_num_threads()}")
     for env_id in ids:
-        r = measure(env_id, args.device, args.batch, args.steps, args.image_size, options)
+        try:
+            r = measure(env_id, args.device, args.batch, args.steps, args.image_size, options)
+        except ValueError as e:  # e.g. 3DIEBench without its data: the other worlds still run
+            print(f"{env_id:40s} skipped: {e}", flush=True)
+            continue
         print(f"{env_id:40s} render {r['render_views_per_s']:10,.0f} views/s   step {r['step_views_per_s']:10,.0f} "
               f"views/s   build {r['build_s']:.2f} s", flush=True)
     return 0

@@ -18,7 +18,7 @@ from functools import partial
 
 import gymnasium as gym
 
-from .base import Factor, State, World
+from .base import Factor, State, World, fixed_size_work, prunes_work
 from .gym_env import WorldEnv, WorldVectorEnv
 from .sequences import Batch, SequenceSource, ViewBank, rollout
 
@@ -61,7 +61,8 @@ from .objects import RotatingObjects  # noqa: E402  (registration needs the func
 register_world("seqjepa/RotatingObjects-v0", RotatingObjects)
 
 __all__ = ["Batch", "Factor", "RotatingObjects", "SequenceSource", "State", "ViewBank", "WORLDS", "World",
-           "WorldEnv", "WorldVectorEnv", "make_world", "register_world", "rollout", "world_class"]
+           "WorldEnv", "WorldVectorEnv", "fixed_size_work", "make_world", "prunes_work", "register_world", "rollout",
+           "world_class"]
 
 from .augment import Augmentations  # noqa: E402
 

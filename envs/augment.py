@@ -37,12 +37,12 @@ from typing import Literal
 
 import torch
 from einops import rearrange
-from kornia.filters import gaussian_blur2d
+from kornia.filters import filter2d_separable, get_gaussian_kernel1d
 from torch import Tensor
 
 from seqjepa.config import ConfigError, opt
 
-from .base import Factor, State, World
+from .base import Factor, State, World, prunes_work
 from .images import (PROCEDURAL_MAX_CLASSES, ImageSet, cifar100_images, digits_images, load_image_folder,
                      procedural_images, tiny_imagenet_images)
 
@@ -245,11 +245,7 @@ class Augmentations(World):
 
     # --- the World interface ----------------------------------------------------------------------------------
     def reset(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> State:
-        if episodes is None:
-            episodes = torch.randint(0, self.num_episodes, (n,), generator=generator, device=self.device)
-        episodes = torch.as_tensor(episodes, device=self.device).long().reshape(-1)
-        if len(episodes) != n or (len(episodes) and (episodes.min() < 0 or episodes.max() >= self.num_episodes)):
-            raise ValueError(f"episodes: got {episodes.tolist()}; expected {n} indices in [0, {self.num_episodes})")
+        episodes = self.episodes_for(n, generator, episodes)
         return {"episode": episodes, "label": self._labels[episodes], **self._sample(n, generator)}
 
     def step(self, state: State, action: Tensor, generator: torch.Generator) -> State:
@@ -285,8 +281,10 @@ class Augmentations(World):
         if o.grayscale_p > 0:
             x = torch.where(gray[:, None, None, None], _gray(x).expand(-1, 3, -1, -1), x)
         if o.blur_p > 0 or "blur" in self.factors:
-            # kornia refuses sigma = 0; a tiny sigma gives its exact unit-impulse kernel, i.e. the identity.
-            x = gaussian_blur2d(x, self._kernel, raw[:, 8:9].clamp(min=1e-3).expand(-1, 2))
+            # A tiny sigma gives the exact unit-impulse kernel, i.e. the identity. kornia's gaussian_blur2d itself
+            # reads sigma on the host to check it (a sync per call); its kernel and separable filter do not.
+            k = get_gaussian_kernel1d(self._kernel, raw[:, 8:9].clamp(min=1e-3))
+            x = filter2d_separable(x, k, k, "reflect")
         if o.solarize_p > 0:
             x = torch.where(sol[:, None, None, None] & (x >= 128 / 255), 1 - x, x)
         return (x * 255).round().clamp(0, 255).to(torch.uint8)
@@ -310,7 +308,11 @@ class Augmentations(World):
             ref = ref * (op != 0)[:, None, None, None]
             a = torch.where(op == 3, torch.ones_like(k), k)[:, None, None, None]
             x = torch.lerp(ref, x, a).clamp_(0, 1)  # a*x + (1-a)*ref in one pass
-            idx = ((op == 3) & (k.abs() > 1e-6)).nonzero().squeeze(1)
+            shift = (op == 3) & (k.abs() > 1e-6)
+            if not prunes_work(x.device):  # fixed size on a GPU: every view through the HSV round trip, no sync
+                x = torch.where(shift[:, None, None, None], shift_hue(x, torch.where(shift, k, 0.0)), x)
+                continue
+            idx = shift.nonzero().squeeze(1)
             if len(idx):
                 x = x.index_put((idx,), shift_hue(x[idx], k[idx]))
         return x

@@ -26,7 +26,10 @@ Implementing a world (see ``docs/plugins.md`` for a complete example)::
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -118,14 +121,52 @@ class World(abc.ABC):
         return self.render(state)
 
     def check_action(self, action: Tensor) -> Tensor:
-        """Validate shape and finiteness; clip to the action space. Raises ValueError naming the problem."""
+        """Validate shape and finiteness; clip to the action space. Raises ValueError naming the problem.
+
+        The finiteness check is an asynchronous device assert, so a GPU step does not wait on the host for it.
+        """
         if action.ndim != 2 or action.shape[1] != self.action_dim:
             raise ValueError(f"action: got shape {tuple(action.shape)}; expected [n, {self.action_dim}] "
                              f"({self.action_doc})")
-        if not torch.isfinite(action).all():
-            raise ValueError(f"action: got a non-finite value {action.tolist()}; expected finite numbers "
-                             f"in [{self.action_low.tolist()}, {self.action_high.tolist()}]")
+        try:
+            torch._assert_async(torch.isfinite(action).all(), "action: got a non-finite value; expected finite "
+                                                              "numbers within the world's action space")
+        except RuntimeError:  # raised at once on the CPU, where the values can be named
+            raise ValueError(f"action: got a non-finite value {action.tolist()}; expected finite numbers in "
+                             f"[{self.action_low.tolist()}, {self.action_high.tolist()}]") from None
         return torch.minimum(torch.maximum(action, self.action_low), self.action_high)
+
+    def episodes_for(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> Tensor:
+        """``n`` random episode indices, or the caller's ``episodes`` checked (ValueError naming them if bad)."""
+        if episodes is None:
+            return torch.randint(0, self.num_episodes, (n,), generator=generator, device=self.device)
+        episodes = torch.as_tensor(episodes, device=self.device).long().reshape(-1)
+        if len(episodes) != n or (n and (episodes.min() < 0 or episodes.max() >= self.num_episodes)):
+            raise ValueError(f"episodes: got {episodes.tolist()}; expected {n} indices in [0, {self.num_episodes})")
+        return episodes
+
+
+_FIXED_SIZE = contextvars.ContextVar("fixed_size_work", default=False)
+
+
+def prunes_work(device: torch.device | str) -> bool:
+    """Whether code on ``device`` may skip work by data-dependent sizes (ray compaction, views with nothing to do).
+
+    On the CPU that saves time and reading a size costs nothing. On a GPU reading it would stall the device (a host
+    sync), so the fixed-size path is taken. :func:`fixed_size_work` forces that path anywhere (tests use it to show
+    on the CPU that the GPU path never syncs).
+    """
+    return torch.device(device).type == "cpu" and not _FIXED_SIZE.get()
+
+
+@contextlib.contextmanager
+def fixed_size_work() -> Iterator[None]:
+    """Within this block every world takes the fixed-size path a GPU takes (see :func:`prunes_work`)."""
+    token = _FIXED_SIZE.set(True)
+    try:
+        yield
+    finally:
+        _FIXED_SIZE.reset(token)
 
 
 def split_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:

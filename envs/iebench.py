@@ -207,11 +207,7 @@ class IEBench(World):
         return int((self.object_views(episode)[0] == view).nonzero()[0, 0])
 
     def reset(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> State:
-        if episodes is None:
-            episodes = torch.randint(0, self.num_episodes, (n,), generator=generator, device=self.device)
-        episodes = torch.as_tensor(episodes, device=self.device).long().reshape(-1)
-        if len(episodes) != n or (n and (episodes.min() < 0 or episodes.max() >= self.num_episodes)):
-            raise ValueError(f"episodes: got {episodes.tolist()}; expected {n} indices in [0, {self.num_episodes})")
+        episodes = self.episodes_for(n, generator, episodes)
         u = torch.rand(n, generator=generator, device=self.device)
         counts = torch.tensor([len(self.object_views(e)[0]) for e in episodes.tolist()], device=self.device)
         return self._state(episodes, (u * counts).long().clamp_max(counts - 1))

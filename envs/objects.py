@@ -315,10 +315,14 @@ class RotatingObjects(World):
             "rotation", "rotation: 4-d relative quaternion; rotation+color: plus (d floor hue, d spot hue)")
         rotation_range: float = opt(PI / 2, "half-width (radians) of each Euler angle's range for sampled poses",
                                     gt=0.0, le=PI / 2)
-        ood: bool = opt(False, "sample each Euler angle from (pi/2, pi) U (-pi, -pi/2) (3DIEBench-OOD)")
+        ood: bool = opt(False, "out-of-distribution poses: uniform over the rotations that no Euler triple within "
+                               "+-rotation_range can write (see envs.rotations.sample_euler)")
         shape_seed: int = opt(0, "seed of the procedural object set")
         canonical_quat: bool = opt(True, "quaternion sign with w >= 0 (q and -q are the same rotation)")
         shadows: bool = opt(True, "soft shadow of the object on the floor (off: ~20% faster renders)")
+        nuisances: Literal["per_view", "per_episode"] = opt(
+            "per_view", "floor hue and spot light not in the action: fresh every view (3DIEBench) or drawn once "
+                        "per episode (only the pose then changes between views)")
 
     name = "3DIEBench-like procedural objects (55 categories), rendered live by an SDF sphere tracer"
     action_doc = ("relative rotation R_from^-1 R_to as a unit quaternion (x, y, z, w) in [-1, 1]; with "
@@ -365,11 +369,7 @@ class RotatingObjects(World):
         return torch.cat([euler, u[:, :1], u[:, 1:2] * (PI / 4), u[:, 2:3] * (2 * PI), u[:, 3:]], 1)
 
     def reset(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> State:
-        if episodes is None:
-            episodes = torch.randint(0, self.num_episodes, (n,), generator=generator, device=self.device)
-        episodes = torch.as_tensor(episodes, device=self.device).long().reshape(-1)
-        if len(episodes) != n or (len(episodes) and (episodes.min() < 0 or episodes.max() >= self.num_episodes)):
-            raise ValueError(f"episodes: got {episodes.tolist()}; expected {n} indices in [0, {self.num_episodes})")
+        episodes = self.episodes_for(n, generator, episodes)
         return {"episode": episodes, "label": self._labels[episodes], "params": self._sample_params(n, generator)}
 
     def step(self, state: State, action: Tensor, generator: torch.Generator) -> State:
@@ -377,10 +377,8 @@ class RotatingObjects(World):
         p = state["params"]
         R = rt.euler_to_matrix(p[:, :3]) @ rt.quat_to_matrix(a[:, :4])  # quat_to_matrix: normalises, 0 -> identity
         euler = rt.matrix_to_euler(R)
-        if self.options.ood:
-            euler = rt.alternate_euler(euler)  # the same rotation, written with angles in the OOD range
-        # Nuisance factors not in the action get fresh values every view, as in 3DIEBench.
-        fresh = self._sample_params(len(p), generator)
+        # Nuisance factors not in the action get fresh values every view, as in 3DIEBench (or keep the episode's).
+        fresh = self._sample_params(len(p), generator) if self.options.nuisances == "per_view" else p
         hues = _wrap(p[:, [3, 6]] + a[:, 4:6]) if self.action_dim == 6 else fresh[:, [3, 6]]
         params = torch.cat([euler, hues[:, :1], fresh[:, 4:6], hues[:, 1:]], 1)
         return {**state, "params": params}

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["euler_to_matrix", "matrix_to_euler", "alternate_euler", "matrix_to_quat", "quat_to_matrix",
-           "canonical_quat", "quat_multiply", "normalize_quat", "random_quat", "sample_euler"]
+           "canonical_quat", "quat_multiply", "normalize_quat", "random_quat", "sample_euler", "in_euler_box"]
 
 
 def euler_to_matrix(e: Tensor) -> Tensor:
@@ -133,14 +133,36 @@ def random_quat(n: int, generator: torch.Generator, device: torch.device | str =
     return canonical_quat(normalize_quat(q))
 
 
+def in_euler_box(R: Tensor, half_range: float) -> Tensor:
+    """True where rotation ``R`` can be written with all three "xyz" Euler angles in (-half_range, half_range).
+
+    Both Euler triples of the rotation are checked (see :func:`alternate_euler`), so this is a property of the
+    rotation, not of how its angles happen to be written.
+    """
+    e = matrix_to_euler(R)
+    return (e.abs() < half_range).all(-1) | (alternate_euler(e).abs() < half_range).all(-1)
+
+
+# A rotation outside every Euler box of half-width <= pi/2: the half turn about x, (pi, 0, 0) = (0, pi, -pi).
+_HALF_TURN_X = torch.tensor([math.pi, 0.0, 0.0])
+
+
 def sample_euler(n: int, generator: torch.Generator, *, half_range: float = math.pi / 2, ood: bool = False,
-                 device: torch.device | str = "cpu") -> Tensor:
+                 device: torch.device | str = "cpu", candidates: int = 16) -> Tensor:
     """Euler angles ``[n, 3]`` as 3DIEBench samples them: each uniform in (-half_range, half_range).
 
-    With ``ood`` each angle is uniform in (pi/2, pi) U (-pi, -pi/2) instead (3DIEBench-OOD).
+    With ``ood`` the poses are uniform on SO(3) *outside* that set: rotations that no Euler triple in the box can
+    write. 3DIEBench-OOD's own rule (each angle in (pi/2, pi) U (-pi, -pi/2)) is not used because it gives the very
+    same rotations as (-pi/2, pi/2)^3: Rz(c+pi) Ry(pi-b) Rx(a+pi) = Rz(c) Ry(b) Rx(a) (tested). Sampling is by
+    rejection without a host sync: ``candidates`` uniform rotations per row, the first outside the box kept; the
+    box holds at most a quarter of SO(3), so all miss with probability <= 4**-candidates, and such a row gets the
+    half turn about x, which lies outside every box.
     """
-    u = torch.rand(n, 3, generator=generator, device=device)
     if not ood:
-        return (2 * u - 1) * half_range
-    side = torch.where(torch.rand(n, 3, generator=generator, device=device) < 0.5, -1.0, 1.0)
-    return side * (math.pi / 2 + u * (math.pi / 2))
+        return (2 * torch.rand(n, 3, generator=generator, device=device) - 1) * half_range
+    q = random_quat(n * candidates, generator, device).view(n, candidates, 4)
+    R = quat_to_matrix(q)
+    e, outside = matrix_to_euler(R), ~in_euler_box(R, half_range)
+    first = outside.float().argmax(1)  # index of the first True; 0 when there is none
+    pick = e.gather(1, first[:, None, None].expand(-1, 1, 3)).squeeze(1)
+    return torch.where(outside.any(1, keepdim=True), pick, _HALF_TURN_X.to(pick))

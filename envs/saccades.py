@@ -129,11 +129,7 @@ class Saccades(World):
 
     def reset(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> State:
         g, s = self._gen(generator), self.options.scene_size
-        if episodes is None:
-            episodes = torch.randint(0, self.num_episodes, (n,), generator=g, device=self.device)
-        episodes = torch.as_tensor(episodes, device=self.device).long().reshape(-1)
-        if len(episodes) != n or (n and (episodes.min() < 0 or episodes.max() >= self.num_episodes)):
-            raise ValueError(f"episodes: got {episodes.tolist()}; expected {n} indices in [0, {self.num_episodes})")
+        episodes = self.episodes_for(n, g, episodes)
         pix = self._draw(episodes, None, g)
         params = pix / s
         path = torch.full((n, PATH_LEN, 2), -1.0, device=self.device)

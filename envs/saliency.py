@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from .base import prunes_work
+
 __all__ = ["classical_saliency", "contrast_saliency", "spectral_saliency", "to_probability", "sample_fixations",
            "inhibit"]
 
@@ -134,7 +136,9 @@ def sample_fixations(saliency: Tensor, inhibition: Tensor | None, generator: tor
     weights = torch.where(allowed & (sal > 0), sal, zero)
     cdf = weights.cumsum(1)
     empty = cdf[:, -1] <= 0
-    if bool(empty.any()):  # rare (IoR covered all salient pixels): redo those rows with the fallbacks
+    # Rare (IoR covered all salient pixels): redo those rows with the fallbacks. A GPU always runs this (cheap)
+    # rather than read ``empty`` on the host.
+    if not prunes_work(sal.device) or bool(empty.any()):
         for fallback in (allowed.float(), torch.where(sal > 0, sal, zero), torch.ones_like(sal)):
             weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, fallback)
         cdf = weights.cumsum(1)

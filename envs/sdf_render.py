@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from .base import prunes_work
+
 __all__ = ["Parts", "render", "hsv_to_rgb", "BOUND_RADIUS"]
 
 BOUND_RADIUS = 1.0          # objects must lie inside this sphere about the origin; the floor stays below it
@@ -95,7 +97,8 @@ class _Geometry:
 
     def __init__(self, parts: Parts):
         slot = torch.arange(1, parts.present.shape[1] + 1, device=parts.present.device)
-        K = max(1, int((parts.present * slot).max()))              # slots after every view's last part: dropped
+        # Slots after every view's last part are dropped (reading that count is a host sync: CPU only).
+        K = max(1, int((parts.present * slot).max())) if prunes_work(slot.device) else parts.present.shape[1]
         parts = parts[:, :K]
         present = parts.present[..., None]
         R, fold = parts.rot.float(), parts.fold.float()
@@ -106,7 +109,7 @@ class _Geometry:
         M = R / size[..., None, :]                                      # [n, K, i, j]: column j scaled by 1/a_j
         self.Wlin = rearrange((1 - fold[..., None]) * M, "n k i j -> n (j k) i").contiguous()
         self.Wabs = rearrange(fold[..., None] * M, "n k i j -> n (j k) i").contiguous()
-        self.has_fold = bool(fold.any())
+        self.has_fold = bool(fold.any()) if prunes_work(fold.device) else True
         self.b = rearrange(-torch.einsum("nki,nkij->nkj", center, M), "n k j -> n (j k) 1").contiguous()
         e1, e2 = exps[..., 0], exps[..., 1]
         self.pw = rearrange(torch.stack([2 / e2, 2 / e2, 2 / e1], -1), "n k j -> n (j k) 1").contiguous()
@@ -190,6 +193,7 @@ def _pack(mask: Tensor) -> tuple[Tensor, Tensor]:
     """Column indices putting each row's True entries first (stably), cut to the longest row: (idx [n, m], valid).
 
     Two cumulative sums and a scatter: linear time, unlike an argsort, and deterministic (positions are unique).
+    Where work is not pruned (a GPU, see ``envs.prunes_work``) nothing is cut (m = r): no host sync.
     """
     n, r = mask.shape
     if not mask.numel():
@@ -198,7 +202,7 @@ def _pack(mask: Tensor) -> tuple[Tensor, Tensor]:
     total = ct[:, -1:]
     pos = torch.where(mask, ct - 1, total + (~mask).cumsum(1) - 1)
     order = torch.empty_like(pos).scatter_(1, pos, torch.arange(r, device=mask.device).expand(n, r))
-    m = int(total.max().item())
+    m = int(total.max().item()) if prunes_work(mask.device) else r
     return order[:, :m], torch.arange(m, device=mask.device) < total
 
 
@@ -211,7 +215,10 @@ def _take(x: Tensor, idx: Tensor) -> Tensor:
 
 def _repack(active: Tensor, idx: Tensor, saves: list, xs: list) -> tuple[Tensor, list] | None:
     """None once no ray is active; else ``(idx, xs)`` cut to the active rays if that drops >20% of the columns
-    (fewer do not repay the gathers), after writing each ``(full_output, value)`` in ``saves`` back."""
+    (fewer do not repay the gathers), after writing each ``(full_output, value)`` in ``saves`` back. Where work is
+    not pruned (a GPU) every ray runs every step under its mask instead: no host sync."""
+    if not prunes_work(idx.device):
+        return idx, xs
     cnt = int(active.sum(1).max().item())
     if cnt == 0:
         return None

@@ -37,7 +37,7 @@ TARGET_STANDARDISATION = ("per-dimension, with the train split's mean and std fo
 R2_DEFINITION = ("r2 (= value): per-dimension R² averaged over output dimensions (sklearn uniform_average, "
                  "the paper's number); r2_global: 1 - SSE/SST over all entries flattened, SST about the grand "
                  "mean (SIE)")
-BASE_KEYS = ("sampling", "train_sequences", "test_sequences", "seed", "input_standardisation")
+BASE_KEYS = ("sampling", "train_sequences", "test_sequences", "seed", "input_standardisation", "scoring")
 
 
 @dataclasses.dataclass
@@ -94,7 +94,7 @@ def sample_features(model: nn.Module, world: World, bank: ViewBank | None, n: in
     """Draw ``n`` sequences of ``steps`` views in chunks of ``cfg.batch_size`` and collect their features.
 
     Features are collected chunk by chunk so the views never all sit in memory at once. Returns ``z`` [N, T, D],
-    ``z_agg`` {M: [N, d]}, ``labels`` [N], ``params`` [N, T, P], all on the CPU.
+    ``z_agg`` {M: [N, d]}, ``labels`` [N], ``params`` [N, T, P], ``episodes`` [N], all on the CPU.
     """
     gen = generator_for(world, bank, seed)
     parts = []
@@ -105,7 +105,8 @@ def sample_features(model: nn.Module, world: World, bank: ViewBank | None, n: in
     return {"z": torch.cat([p["z"] for p in parts]),
             "z_agg": {m: torch.cat([p["z_agg"][m] for p in parts]) for m in parts[0]["z_agg"]},
             "labels": torch.cat([p["labels"] for p in parts]),
-            "params": torch.cat([p["params"] for p in parts])}
+            "params": torch.cat([p["params"] for p in parts]),
+            "episodes": torch.cat([p["episodes"] for p in parts])}
 
 
 def pair(z: Tensor) -> Tensor:
@@ -149,12 +150,17 @@ def classify(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, ctx: Contex
 
 def regress(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, head: str, ctx: Context, *, views: int,
             inputs: str, target: str) -> dict:
-    """R² of a linear or MLP regression head with its protocol (epochs per head type, as the paper)."""
+    """R² of a linear or MLP regression head with its protocol (epochs per head type, as the paper).
+
+    With ``cfg.val_fraction`` the scored epoch is picked on whole episodes (objects, images) held out of the train
+    split: the test split holds unseen episodes, and rows of a seen one would reward memorising it.
+    """
     cfg, dev = ctx.cfg, ctx.device
     epochs = cfg.mlp_epochs if head == "mlp" else cfg.linear_epochs
     hidden = cfg.mlp_hidden if head == "mlp" else 0
     r2 = fit_regressor(x_tr.to(dev), y_tr.to(dev), x_te.to(dev), y_te.to(dev), head=head, hidden=hidden,
-                       epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+                       epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+                       val_fraction=cfg.val_fraction, groups=ctx.train.get("episodes"))
     probe = (f"MLP regressor {x_tr.shape[1]}-{hidden}-{hidden}-{y_tr.shape[1]} (ReLU)" if head == "mlp"
              else f"linear regressor {x_tr.shape[1]}-{y_tr.shape[1]}")
     protocol = {"probe": probe, "head": head, "metric": "R² on the test split", "unit": "R²",
@@ -162,7 +168,7 @@ def regress(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, head: str, c
                 "target": target, "target_dim": int(y_tr.shape[1]),
                 "optimizer": "Adam (default betas, no weight decay)", "loss": "MSE on standardised targets",
                 "epochs": epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "views": views, **ctx.base,
-                "target_standardisation": TARGET_STANDARDISATION}
+                "target_standardisation": TARGET_STANDARDISATION, "epoch_scored": r2["epoch"]}
     if head == "mlp":
         protocol["hidden"] = hidden
     return {"value": r2["r2"], "r2": r2["r2"], "r2_global": r2["r2_global"], "protocol": protocol}
@@ -180,7 +186,11 @@ def common_protocol(world_train: World, world_test: World, cfg: EvalConfig, *, s
         "features": "frozen model in eval mode (BatchNorm running statistics used, not updated; no dropout), "
                     "no gradient" + (", bf16 autocast" if autocast else ", float32"),
         "input_standardisation": INPUT_STANDARDISATION,
-        "scoring": "test metrics read once after the last epoch (no selection on the test split)",
+        "scoring": ("test metrics read once: classifiers after the last epoch; regression heads from the epoch with "
+                    f"the lowest loss on the sequences of {cfg.val_fraction:.0%} of the train episodes, held out "
+                    "(never selected on the test split)" if cfg.val_fraction > 0 else
+                    "test metrics read once after the last epoch (no selection on the test split)"),
+        "val_fraction": cfg.val_fraction,
         "linear_epochs": cfg.linear_epochs, "mlp_epochs": cfg.mlp_epochs, "mlp_hidden": cfg.mlp_hidden,
         "lr": cfg.lr, "batch_size": cfg.batch_size,
     }

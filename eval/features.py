@@ -64,7 +64,8 @@ def collect(model: nn.Module, batches: list[Batch], *, m_val: list[int], device:
             autocast: bool = False) -> dict:
     """Encode ``batches`` with the frozen ``model`` and return CPU float features.
 
-    Returns ``{"z": [N, T, D], "z_agg": {M: [N, d_model]}, "labels": long [N], "params": [N, T, P]}`` with N
+    Returns ``{"z": [N, T, D], "z_agg": {M: [N, d_model]}, "labels": long [N], "params": [N, T, P],
+    "episodes": long [N]}`` with N
     the total number of sequences. ``z_agg[M]`` aggregates the first M views and ``actions[:, :M]``.
     ``autocast`` runs the model under bf16 autocast (features are still returned as float32).
 
@@ -73,7 +74,7 @@ def collect(model: nn.Module, batches: list[Batch], *, m_val: list[int], device:
     if not batches:
         raise ValueError("batches: got an empty list; expected at least one Batch")
     device = torch.device(device)
-    zs, aggs, labels, params = [], {m: [] for m in m_val}, [], []
+    zs, aggs, labels, params, episodes = [], {m: [] for m in m_val}, [], [], []
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
     with eval_mode(model), amp:
         for batch in batches:
@@ -83,5 +84,6 @@ def collect(model: nn.Module, batches: list[Batch], *, m_val: list[int], device:
                 aggs[m].append(_to_cpu(z_agg))
             labels.append(batch.labels.detach().long().cpu())
             params.append(_to_cpu(batch.params))
+            episodes.append(batch.episodes.detach().long().cpu())
     return {"z": torch.cat(zs), "z_agg": {m: torch.cat(v) for m, v in aggs.items() if v},
-            "labels": torch.cat(labels), "params": torch.cat(params)}
+            "labels": torch.cat(labels), "params": torch.cat(params), "episodes": torch.cat(episodes)}

@@ -2,8 +2,9 @@
 
 Paper App. B.3 / Table 9 (3DIEBench-OOD): probes are fitted on in-distribution train features, exactly as the
 ``linear_probe`` and ``equivariance`` suites (same heads, same seed), and scored on the test split of the world
-built with ``ood=True`` — for the rotating-objects world, each Euler angle in (π/2, π) ∪ (−π, −π/2). Worlds
-without an ``ood`` option are skipped with a note.
+built with ``ood=True`` — for the rotating-objects world, poses uniform over the rotations outside the training
+Euler box (3DIEBench-OOD's own angle rule names the same rotations as the training range; see
+``envs.rotations.sample_euler``). Worlds without an ``ood`` option are skipped with a note.
 
 >>> run(ctx)["ood/equivariance/rotation"]["value"]     # doctest: +SKIP
 -0.7

@@ -7,7 +7,9 @@ generator; the global RNG is never touched).
 
 Inputs are standardised with the *train* split's per-dimension mean and std; regression targets are
 standardised the same way for training and de-standardised before scoring, so R² is in the target's own
-units. Test metrics are read once, after the last epoch (no selection on the test split).
+units. Test metrics are read once: a classifier's after the last epoch (the paper); a regressor's, with
+``val_fraction``, from the epoch with the lowest loss on rows (or whole episodes) held out of the *train* split —
+MLP heads over-fit small probe sets — never selected on the test split.
 
 >>> x = torch.randn(512, 8); w = torch.randn(8, 3)
 >>> fit_regressor(x[:400], x[:400] @ w, x[400:], x[400:] @ w, head="linear", hidden=0, epochs=50,
@@ -112,12 +114,18 @@ def make_head(in_dim: int, out_dim: int, head: Literal["linear", "mlp"], hidden:
 
 
 def train_head(head: nn.Module, x: Tensor, y: Tensor, loss_fn, *, epochs: int, lr: float, batch_size: int,
-               g: torch.Generator) -> nn.Module:
-    """Adam (default betas, no weight decay) on shuffled mini-batches for ``epochs`` passes over ``x``."""
+               g: torch.Generator, val: tuple[Tensor, Tensor] | None = None) -> int:
+    """Adam (default betas, no weight decay) on shuffled mini-batches for ``epochs`` passes over ``x``.
+
+    With ``val`` the head ends with the weights of the epoch whose validation loss was lowest (early stopping
+    without stopping: the epoch count stays the protocol's); without it, with the last epoch's. Returns that epoch
+    (1-based).
+    """
     head.train()
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     n = x.shape[0]
-    for _ in range(epochs):
+    best, best_epoch, best_state = math.inf, epochs, None
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=g).to(x.device)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
@@ -125,8 +133,35 @@ def train_head(head: nn.Module, x: Tensor, y: Tensor, loss_fn, *, epochs: int, l
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if val is not None:
+            head.eval()
+            with torch.no_grad():
+                val_loss = float(loss_fn(_predict(head, val[0]), val[1]))
+            head.train()
+            if val_loss < best:
+                best, best_epoch = val_loss, epoch
+                best_state = {k: v.clone() for k, v in head.state_dict().items()}
+    if best_state is not None:
+        head.load_state_dict(best_state)
     head.eval()
-    return head
+    return best_epoch
+
+
+def hold_out(x: Tensor, y: Tensor, fraction: float, g: torch.Generator, groups: Tensor | None = None
+             ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """Set aside a random ``fraction`` of the rows, or of the ``groups`` (all rows of a group together), for
+    validation: ``(x_fit, y_fit, (x_val, y_val))``; the last is ``None`` when fraction is 0. At least one row or
+    group is held out and at least one kept."""
+    if fraction <= 0:
+        return x, y, None
+    ids = torch.arange(x.shape[0]) if groups is None else groups.cpu()
+    uniq = ids.unique()
+    if len(uniq) < 2:
+        raise ValueError(f"val_fraction: got {fraction} with {len(uniq)} episode(s); a validation split needs at "
+                         "least 2 (set eval.val_fraction=0)")
+    k = min(len(uniq) - 1, max(1, int(round(len(uniq) * fraction))))
+    val = torch.isin(ids, uniq[torch.randperm(len(uniq), generator=g)[:k]]).to(x.device)
+    return x[~val], y[~val], (x[val], y[val])
 
 
 @torch.no_grad()
@@ -156,24 +191,28 @@ def fit_classifier(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Ten
 
 def fit_regressor(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *,
                   head: Literal["linear", "mlp"], hidden: int, epochs: int, lr: float, batch_size: int,
-                  seed: int) -> dict[str, float]:
+                  seed: int, val_fraction: float = 0.0, groups: Tensor | None = None) -> dict[str, float]:
     """Fit a regression head (MSE on standardised targets, Adam); return test R² in the targets' units.
 
     ``r2`` is the per-dimension R² averaged over dimensions (sklearn, the paper's number); ``r2_global`` is
-    SIE's pooled ``1 - SSE/SST`` over all entries.
+    SIE's pooled ``1 - SSE/SST`` over all entries; ``epoch`` the epoch whose weights were scored (the one with
+    the lowest loss on the held-out ``val_fraction`` of the train rows — or of the ``groups``, e.g. episodes, [N] —
+    or the last when it is 0).
 
     >>> x = torch.randn(300, 4)
     >>> out = fit_regressor(x[:200], x[:200, :2], x[200:], x[200:, :2], head="mlp", hidden=32,
     ...                     epochs=30, lr=1e-3, batch_size=32, seed=0)
     >>> sorted(out)
-    ['r2', 'r2_global']
+    ['epoch', 'r2', 'r2_global']
     """
     with torch.enable_grad():
         g = _generator(seed)
         xtr, xte, _, _ = standardize(x_train, x_test)
         ytr, _, y_mean, y_std = standardize(_as_2d(y_train), _as_2d(y_test))
         net = make_head(xtr.shape[1], ytr.shape[1], head, hidden, g).to(xtr.device)
-        train_head(net, xtr, ytr.to(xtr.device), F.mse_loss, epochs=epochs, lr=lr, batch_size=batch_size, g=g)
+        xfit, yfit, val = hold_out(xtr, ytr.to(xtr.device), val_fraction, g, groups)
+        epoch = train_head(net, xfit, yfit, F.mse_loss, epochs=epochs, lr=lr, batch_size=batch_size, g=g, val=val)
     pred = _predict(net, xte) * y_std.to(xte.device) + y_mean.to(xte.device)
     target = _as_2d(y_test).float().to(pred.device)
-    return {"r2": float(r2_score(target, pred, "uniform")), "r2_global": float(r2_score(target, pred, "global"))}
+    return {"r2": float(r2_score(target, pred, "uniform")), "r2_global": float(r2_score(target, pred, "global")),
+            "epoch": epoch}

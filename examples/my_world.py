@@ -48,9 +48,7 @@ class MyWorld(World):
         self._colors = (torch.rand(self.num_episodes, 3, generator=g) * 0.7 + 0.3).to(self.device)
 
     def reset(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> State:
-        if episodes is None:
-            episodes = torch.randint(0, self.num_episodes, (n,), generator=generator, device=self.device)
-        episodes = torch.as_tensor(episodes, device=self.device).long().reshape(-1)
+        episodes = self.episodes_for(n, generator, episodes)   # random ones, or the caller's checked
         params = torch.rand(n, 2, generator=generator, device=self.device) - 0.5
         return {"episode": episodes, "label": self._labels[episodes], "params": params}
 

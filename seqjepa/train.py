@@ -122,10 +122,33 @@ def build_world(cfg: Config, device: torch.device, split: str) -> envs.World:
     return envs.make_world(cfg.world.env, device=str(device), **{**cfg.world.options, "split": split})
 
 
+def free_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device`` (CUDA's free memory, or the host's MemAvailable)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return None  # not Linux: no check
+
+
+def view_bytes(world: envs.World) -> int:
+    g = torch.Generator(device=world.device)
+    g.manual_seed(0)
+    return world.render(world.reset(1, g)).numel()  # uint8: one byte per element
+
+
 def build_bank(cfg: Config, world: envs.World, split: str, log: Callable[[str], None]) -> ViewBank:
     name, _ = envs.world_class(cfg.world.env)
     seed = cfg.train.seed if split == "train" else cfg.train.seed + 1
     objects = cfg.world.bank_objects if split == "train" else max(1, cfg.world.bank_objects // 4)
+    need, free = objects * cfg.world.bank_views * view_bytes(world), free_memory(world.device)
+    if free is not None and need > free:
+        raise ConfigError(f"world.bank_objects={cfg.world.bank_objects}, world.bank_views={cfg.world.bank_views}: "
+                          f"the {split} view bank needs {need / 2**30:.1f} GiB and {world.device} has "
+                          f"{free / 2**30:.1f} GiB free; allowed: fewer objects or views, or world.source=live "
+                          "(views rendered every step, no bank)")
     return ViewBank.cached(name, world, objects, cfg.world.bank_views, seed, cfg.world.cache_dir, log=log)
 
 
@@ -134,11 +157,8 @@ def bank_device(cfg: Config, world: envs.World, device: torch.device) -> torch.d
     most half of its free memory ("auto"), else host memory, from which each batch is copied over."""
     if cfg.world.bank_device == "cpu" or device.type != "cuda":
         return torch.device("cpu")
-    g = torch.Generator(device=world.device)
-    g.manual_seed(0)
-    view_bytes = world.render(world.reset(1, g)).numel()  # uint8: one byte per element
-    free, _ = torch.cuda.mem_get_info(device)
-    return device if cfg.world.bank_objects * cfg.world.bank_views * view_bytes <= free // 2 else torch.device("cpu")
+    need = cfg.world.bank_objects * cfg.world.bank_views * view_bytes(world)
+    return device if need <= free_memory(device) // 2 else torch.device("cpu")
 
 
 def resume_streams(ckpt: dict, source: SequenceSource, cfg: Config, step: int, shared: bool,

@@ -17,6 +17,14 @@ def test_overrides_are_typed():
     assert cfg.model.depth == 18 and cfg.optim.lr == 0.01 and cfg.model.ema is False
     assert cfg.eval.m_val == [1, 3]
     assert cfg.world.options["image_size"] == 48
+    for text in ("[linear_probe, knn]", "linear_probe,knn", '["linear_probe","knn"]'):
+        apply_overrides(cfg, [f"eval.suites={text}"])
+        assert cfg.eval.suites == ["linear_probe", "knn"]
+
+
+def test_preset_for_another_world_keeps_only_its_options():
+    cfg = preset("cpu", "seqjepa/Augmentations-v0")
+    assert cfg.world.env == "seqjepa/Augmentations-v0" and cfg.world.options == {"image_size": 32}
 
 
 @pytest.mark.parametrize("override, fragment", [

@@ -181,13 +181,38 @@ def test_regressor_linear_target_and_noise(head):
     y = x @ torch.randn(12, 3, generator=g) * torch.tensor([100.0, 1.0, 0.01])
     kw = dict(head=head, hidden=64, epochs=40, lr=3e-3, batch_size=64, seed=0)
     res = fit_regressor(*_split(x, y, 900), **kw)
-    assert set(res) == {"r2", "r2_global"}
+    assert set(res) == {"r2", "r2_global", "epoch"} and res["epoch"] == 40
     assert res["r2"] > 0.98 and res["r2_global"] > 0.98
     noise = torch.randn(1200, 3, generator=g)
     res = fit_regressor(*_split(x, noise, 900), **kw)
     assert res["r2"] <= 0.1 and res["r2_global"] <= 0.1
     if head == "linear":
         assert res["r2"] > -0.1  # a linear fit to noise is about as good as the mean
+
+
+def test_hold_out_keeps_each_episode_on_one_side():
+    from eval.probes import hold_out
+    groups = torch.arange(100) % 20
+    x = torch.arange(100.0)[:, None]
+    xf, _, (xv, _) = hold_out(x, x, 0.1, torch.Generator().manual_seed(0), groups)
+    fit_g, val_g = set(groups[xf[:, 0].long()].tolist()), set(groups[xv[:, 0].long()].tolist())
+    assert len(val_g) == 2 and not fit_g & val_g and len(xf) + len(xv) == 100
+    with pytest.raises(ValueError, match="val_fraction"):
+        hold_out(x, x, 0.1, torch.Generator(), torch.zeros(100, dtype=torch.long))
+
+
+def test_validation_split_picks_the_epoch_before_overfitting():
+    # A wide MLP on few noisy rows over-fits: scored after the last epoch its R² falls well below 0; with the
+    # epoch chosen on rows held out of the train split it stays near the mean predictor's 0.
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(700, 32, generator=g)
+    y = x[:, :1] * 0.3 + torch.randn(700, 1, generator=g)
+    kw = dict(head="mlp", hidden=256, epochs=60, lr=3e-3, batch_size=32, seed=0)
+    last = fit_regressor(*_split(x, y, 300), **kw)
+    picked = fit_regressor(*_split(x, y, 300), **kw, val_fraction=0.2)
+    assert last["epoch"] == 60 and picked["epoch"] < 30
+    assert last["r2"] < -0.1 and picked["r2"] > 0 and picked["r2"] > last["r2"] + 0.15
+    assert fit_regressor(*_split(x, y, 300), **kw, val_fraction=0.2) == picked  # deterministic
 
 
 # -- features ---------------------------------------------------------------------------------------------------------
@@ -277,7 +302,7 @@ def test_evaluate_recovers_visible_factors():
     # high scores here mean features, labels and targets are paired correctly (view 0 with view 1, etc.).
     torch.manual_seed(0)
     cfg = small_cfg(m_val=[1], train_sequences=256, test_sequences=128, linear_epochs=40, mlp_epochs=40,
-                    batch_size=64, mlp_hidden=32, lr=3e-3)
+                    batch_size=64, mlp_hidden=32, lr=3e-3, val_fraction=0.0)  # every row trains: clean figures
     res = evaluate(StandIn(), ToyWorld("train"), ToyWorld("test"), cfg, device="cpu", log=lambda s: None)
     m = res["metrics"]
     assert m["linear_probe/encoder"]["value"] > 80 and m["linear_probe/z_agg/M=1"]["value"] > 80

@@ -195,15 +195,38 @@ def test_option_validation():
     assert RotatingObjects(opts, ood="true").options.ood is True and opts.ood is False  # caller's copy untouched
 
 
+def test_3diebench_ood_angle_range_names_the_in_distribution_rotations():
+    # Why our ood option does not use 3DIEBench-OOD's rule: every angle in (pi/2, pi) U (-pi, -pi/2) gives the same
+    # rotations as every angle in (-pi/2, pi/2), so that rule tests relabelled angles, not unseen poses.
+    e = (torch.rand(1000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1) * math.pi / 2
+    alt = rt.alternate_euler(e)
+    assert (alt.abs() > math.pi / 2).all()
+    assert torch.allclose(rt.euler_to_matrix(alt), rt.euler_to_matrix(e), atol=1e-12)
+
+
+def test_ood_poses_are_uniform_outside_the_box():
+    g = torch.Generator().manual_seed(1)
+    e = rt.sample_euler(20000, g, half_range=math.pi / 2, ood=True)
+    assert not rt.in_euler_box(rt.euler_to_matrix(e), math.pi / 2).any()
+    # Uniform rotations land in the pi/2 box a quarter of the time (its Haar measure), so 3/4 are kept.
+    u = rt.quat_to_matrix(rt.random_quat(20000, g))
+    assert abs(rt.in_euler_box(u, math.pi / 2).double().mean().item() - 0.25) < 0.02
+    # Conditioning on "outside" keeps the rest uniform: the rotation angle's mean matches rejection done by hand.
+    angle = lambda R: torch.acos(((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1))  # noqa: E731
+    kept = u[~rt.in_euler_box(u, math.pi / 2)]
+    assert abs(angle(rt.euler_to_matrix(e)).mean() - angle(kept).mean()) < 0.03
+
+
 def test_pose_ranges_in_and_out_of_distribution():
     g = torch.Generator().manual_seed(0)
     small = RotatingObjects(image_size=16, num_categories=2, instances=5, rotation_range=0.5)
     assert small.reset(256, g)["params"][:, :3].abs().max() <= 0.5
-    ood = RotatingObjects(image_size=16, num_categories=2, instances=5, ood=True)
+    ood = RotatingObjects(image_size=16, num_categories=2, instances=5, ood=True, rotation_range=0.5)
     s = ood.reset(256, g)
-    assert (s["params"][:, :3].abs() > math.pi / 2).all()
+    assert not rt.in_euler_box(rt.euler_to_matrix(s["params"][:, :3]), 0.5).any()
     s = ood.step(s, ood.sample_action(s, g), g)
-    assert (s["params"][:, :3].abs() > math.pi / 2 - 1e-4).all()
+    assert not rt.in_euler_box(rt.euler_to_matrix(s["params"][:, :3]), 0.5 - 1e-4).any()
+    assert rt.in_euler_box(rt.euler_to_matrix(small.reset(256, g)["params"][:, :3]), 0.5 + 1e-4).all()
     p = s["params"]
     assert ((p[:, 3] >= 0) & (p[:, 3] < 1) & (p[:, 4] >= 0) & (p[:, 4] <= math.pi / 4)).all()
     assert ((p[:, 5] >= 0) & (p[:, 5] < 2 * math.pi) & (p[:, 6] >= 0) & (p[:, 6] < 1)).all()
@@ -246,3 +269,14 @@ def test_check_action_errors(world):
 def test_hsv_primaries():
     rgb = hsv_to_rgb(torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]), 1.0, 1.0)
     assert torch.allclose(rgb, torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("nuisances", ["per_view", "per_episode"])
+def test_nuisances_fresh_per_view_or_fixed_per_episode(nuisances):
+    w = RotatingObjects(image_size=16, num_categories=2, instances=5, nuisances=nuisances)
+    g = torch.Generator().manual_seed(5)
+    s0 = w.reset(32, g)
+    s1 = w.step(s0, w.sample_action(s0, g), g)
+    same = torch.isclose(s0["params"][:, 3:], s1["params"][:, 3:]).all(1)
+    assert bool(same.all()) == (nuisances == "per_episode")
+    assert not torch.allclose(s0["params"][:, :3], s1["params"][:, :3])  # the pose moves either way
