@@ -97,6 +97,10 @@ def test_vector_env_is_batched_torch(env_id):
     actions = torch.as_tensor(venv.action_space.sample())
     obs2, reward, term, trunc, info = venv.step(actions)
     assert tuple(obs2.shape) == tuple(obs.shape) and info["label"].shape == (4,)
+    bad = actions.clone().float()
+    bad[2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"non-finite value in rows \[2\]"):
+        venv.step(bad)
     again, _ = gym.make_vec(env_id, num_envs=4, device="cpu", **small_options(env_id)).reset(seed=0)
     assert torch.equal(obs, again)
 
