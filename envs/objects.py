@@ -31,7 +31,8 @@ from seqjepa.config import ConfigError, opt
 
 from . import rotations as rt
 from .base import Factor, State, World
-from .sdf_render import Parts, hsv_to_rgb, render
+from .sdf_render import hsv_to_rgb, render
+from .superquadrics import Parts
 
 PI = math.pi
 FIT_RADIUS = 0.9   # objects are scaled to this radius, inside the renderer's unit bounding sphere

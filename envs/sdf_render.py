@@ -18,10 +18,8 @@ for the price of one; shadows are traced at half resolution, only where a box li
 
 from __future__ import annotations
 
-import itertools
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -29,9 +27,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from .base import prunes_work
+from .ray_packing import pack, repack, take
+from .superquadrics import Geometry, Parts
 
-__all__ = ["Parts", "render", "hsv_to_rgb", "BOUND_RADIUS"]
+__all__ = ["render", "hsv_to_rgb", "BOUND_RADIUS"]
 
 BOUND_RADIUS = 1.0          # objects must lie inside this sphere about the origin; the floor stays below it
 FLOOR_Z = -1.05
@@ -39,42 +38,9 @@ CAM_DIST, CAM_ELEV, CAM_FOV = 3.7, math.radians(28.0), math.radians(35.0)
 LIGHT_DIST = 5.0            # the spot sits at LIGHT_DIST in direction (theta, phi) and points at the origin
 SPOT_INNER, SPOT_OUTER = math.cos(math.radians(22.0)), math.cos(math.radians(42.0))
 AMBIENT = 0.22
-BLEND_K = 0.035             # smooth-union radius (exponential smooth-min); widens the surface by <= K log K
-BOX_MARGIN = 0.09           # covers the smooth-union bulge and the hit tolerance
 SMALL_RENDER = 1 << 14      # renders of at most this many pixels run on one CPU thread
 SHADOW_K = 24.0             # soft-shadow sharpness: penumbra width ~ distance / SHADOW_K
 _TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
-_SIGNS = torch.tensor(list(itertools.product([1.0, -1.0], repeat=3)))  # [8, 3], all mirror images
-
-
-@dataclass
-class Parts:
-    """Superquadric parts of ``n`` objects, ``K`` slots each, in the object frame.
-
-    ``size`` holds the semi-axes (a1, a2, a3); ``exps`` the exponents (e1 shapes the z profile, e2 the xy cross
-    section; 1 = round, 0.25 = boxy; keep both in [0.2, 1]); ``rot`` maps part axes to object axes; ``fold``
-    [n, K, 3] (0. or 1.) mirrors the object frame on those axes (x -> |x|) before placing the part, so one part
-    draws 2, 4 or 8 symmetric copies (legs, wheels); ``present`` masks unused slots.
-    """
-    center: Tensor   # [n, K, 3]
-    size: Tensor     # [n, K, 3]
-    exps: Tensor     # [n, K, 2]
-    rot: Tensor      # [n, K, 3, 3]
-    fold: Tensor     # [n, K, 3]
-    color: Tensor    # [n, K, 3] albedo in [0, 1]
-    present: Tensor  # [n, K] bool
-
-    @staticmethod
-    def single(size: Tensor, *, exps: Tensor, color: Tensor | None = None) -> "Parts":
-        """One centred, axis-aligned part per object (``size`` [n, 3], ``exps`` [n, 2]); handy for tests."""
-        n, dev = size.shape[0], size.device
-        color = torch.full((n, 3), 0.8, device=dev) if color is None else color
-        return Parts(center=torch.zeros(n, 1, 3, device=dev), size=size[:, None], exps=exps[:, None],
-                     rot=torch.eye(3, device=dev).expand(n, 1, 3, 3), fold=torch.zeros(n, 1, 3, device=dev),
-                     color=color[:, None], present=torch.ones(n, 1, dtype=torch.bool, device=dev))
-
-    def __getitem__(self, idx: slice | tuple | Tensor) -> "Parts":
-        return Parts(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
 def hsv_to_rgb(h: Tensor, s: Tensor | float, v: Tensor | float) -> Tensor:
@@ -87,150 +53,8 @@ def hsv_to_rgb(h: Tensor, s: Tensor | float, v: Tensor | float) -> Tensor:
     return v[..., None] * (1 - s[..., None] * torch.clamp(torch.minimum(x, 4.0 - x), 0.0, 1.0))
 
 
-class _Geometry:
-    """Per-view tensors for the union SDF in the *object* frame. Layout: [views, channels, rays].
 
-    For an object-frame point p, part k's coordinates scaled to its semi-axes are
-    ``q_k = R_k^T (p + fold_k * (|p| - p) - c_k) / a_k = Wlin p + Wabs |p| + b``, all parts stacked as
-    channels ``(axis, part)`` so that each axis is one contiguous [n, K, r] block.
-    """
-
-    def __init__(self, parts: Parts):
-        slot = torch.arange(1, parts.present.shape[1] + 1, device=parts.present.device)
-        # Slots after every view's last part are dropped (reading that count is a host sync: CPU only).
-        K = max(1, int((parts.present * slot).max())) if prunes_work(slot.device) else parts.present.shape[1]
-        parts = parts[:, :K]
-        present = parts.present[..., None]
-        R, fold = parts.rot.float(), parts.fold.float()
-        # Empty slots become unit spheres far away: their distance clamps to the maximum, no masking needed.
-        size = torch.where(present, parts.size.float(), 1.0)
-        center = torch.where(present, parts.center.float(), 50.0)
-        exps = torch.where(present, parts.exps.float(), 1.0)
-        M = R / size[..., None, :]                                      # [n, K, i, j]: column j scaled by 1/a_j
-        self.Wlin = rearrange((1 - fold[..., None]) * M, "n k i j -> n (j k) i").contiguous()
-        self.Wabs = rearrange(fold[..., None] * M, "n k i j -> n (j k) i").contiguous()
-        self.has_fold = bool(fold.any()) if prunes_work(fold.device) else True
-        self.b = rearrange(-torch.einsum("nki,nkij->nkj", center, M), "n k j -> n (j k) 1").contiguous()
-        e1, e2 = exps[..., 0], exps[..., 1]
-        self.pw = rearrange(torch.stack([2 / e2, 2 / e2, 2 / e1], -1), "n k j -> n (j k) 1").contiguous()
-        self.r21, self.half_e1 = (e2 / e1)[..., None], (e1 / 2)[..., None]    # [n, K, 1]
-        self.inv_a2 = rearrange(size ** -2, "n k j -> n (j k) 1").contiguous()
-        self.color = parts.color.float()
-        self.K = K
-        # One oriented box per part copy (mirror images under fold), grown by a margin, packed per view.
-        signs = _SIGNS.to(R.device)
-        Mb = R / (size + BOX_MARGIN)[..., None, :]
-        bb = (-torch.einsum("nki,nkij->nkj", center, Mb))[:, :, None].expand(-1, -1, 8, -1)
-        Mb = signs[None, None, :, :, None] * Mb[:, :, None]            # copy S: (S p - c) M = p (S M) - c M
-        ok = ((signs[None, None] > 0) | (fold[:, :, None] > 0)).all(-1) & parts.present[:, :, None]
-        idx, valid = _pack(rearrange(ok, "n k s -> n (k s)"))
-        Mb = rearrange(Mb, "n k s i j -> n (k s) i j").gather(1, idx[..., None, None].expand(-1, -1, 3, 3))
-        bb = rearrange(bb, "n k s j -> n (k s) j").gather(1, idx[..., None].expand(-1, -1, 3))
-        bb = torch.where(valid[..., None], bb, torch.full_like(bb, 1e3))  # padding boxes lie far away
-        if not idx.shape[1]:  # no parts at all: one box that no ray meets
-            Mb, bb = torch.eye(3, device=R.device).expand(len(bb), 1, 3, 3), torch.full((len(bb), 1, 3), 1e3,
-                                                                                         device=R.device)
-        self.MbT = rearrange(Mb, "n b i j -> n (j b) i").contiguous()
-        self.bb = rearrange(bb, "n b j -> n (j b) 1").contiguous()
-        self.B = Mb.shape[1]
-
-    def clip(self, o: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
-        """Ray interval [enter, exit] [n, r] through the union of part boxes; ``enter > exit`` if all missed.
-
-        ``o`` is [n, 3, 1] (one origin per view) or [n, 3, r]; ``d`` [n, 3, r] are unit directions.
-        """
-        n, _, r = d.shape
-        O = torch.baddbmm(self.bb, self.MbT, o)
-        D = torch.bmm(self.MbT, d)
-        inv = D.reciprocal_()  # +-inf where a ray is parallel to a slab: the slab test below still holds
-        # Explicit outputs: eager CPU kernels that broadcast are several times slower allocating their own.
-        t1 = torch.mul(inv, -1.0 - O, out=torch.empty_like(inv))
-        t2 = torch.mul(inv, 1.0 - O, out=torch.empty_like(inv))
-        tn = torch.minimum(t1, t2).view(n, 3, self.B, r).amax(1)
-        tf = torch.maximum(t1, t2).view(n, 3, self.B, r).amin(1)
-        hit = (tn < tf) & (tf > 0)
-        enter = tn.masked_fill_(~hit, 1e9).amin(1).clamp_min_(0.0)
-        return enter, tf.masked_fill_(~hit, -1e9).amax(1)
-
-    def part_dist(self, q: Tensor) -> Tensor:
-        """Per-part distance estimates ``[n, K, r]`` from scaled local coordinates ``q`` [n, 3K, r] (consumed)."""
-        n, _, r = q.shape
-        K = self.K
-        X = q.abs_().clamp_min_(1e-6)
-        P = torch.log(X).mul_(self.pw).exp_()                          # |x/a1|^(2/e2), |y/a2|^(2/e2), |z/a3|^(2/e1)
-        g = torch.div(P, X, out=X).square_().mul_(self.inv_a2)         # squared partials, up to common factors
-        Px, Py, Pz = P.view(n, 3, K, r).unbind(1)
-        gx, gy, gz = g.view(n, 3, K, r).unbind(1)
-        u = torch.add(Px, Py).clamp_min_(1e-30)
-        uu = torch.log(u).mul_(self.r21).exp_()
-        w = torch.div(uu, u).clamp_max_(1e15).square_()
-        F = uu.add_(Pz).clamp_min_(1e-30)
-        G = torch.log(F).mul_(self.half_e1).exp_()                    # the part's gauge: 1 on its surface
-        # (G - 1) / |grad G|, not the radial distance |q| (1 - 1/G): the latter overshoots thin parts badly.
-        s = torch.addcmul(gz, w, gx.add_(gy))
-        d = (G - 1.0).mul_(F).div_(G.mul_(s.sqrt_()).add_(1e-12))
-        return d.clamp_(-1.0, 2.0)
-
-    def union(self, d: Tensor) -> Tensor:
-        """Smooth minimum over parts, ``[n, K, r]`` -> ``[n, r]`` (d <= 2, so no overflow or denormals)."""
-        if self.K == 1:
-            return d[:, 0]
-        return d.mul_(-1.0 / BLEND_K).exp_().sum(1).log_().mul_(-BLEND_K)
-
-    def parts_at(self, p: Tensor) -> Tensor:
-        """Per-part distances ``[n, K, r]`` at object-frame points ``p`` [n, 3, r]."""
-        q = torch.baddbmm(self.b, self.Wlin, p)
-        if self.has_fold:
-            q = q.baddbmm_(self.Wabs, p.abs())
-        return self.part_dist(q)
-
-    def at(self, p: Tensor) -> Tensor:
-        """Union distance ``[n, r]`` at object-frame points ``p`` [n, 3, r]."""
-        return self.union(self.parts_at(p))
-
-
-def _pack(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Column indices putting each row's True entries first (stably), cut to the longest row: (idx [n, m], valid).
-
-    Two cumulative sums and a scatter: linear time, unlike an argsort, and deterministic (positions are unique).
-    Where work is not pruned (a GPU, see ``envs.prunes_work``) nothing is cut (m = r): no host sync.
-    """
-    n, r = mask.shape
-    if not mask.numel():
-        return torch.zeros(n, 0, dtype=torch.long, device=mask.device), mask[:, :0]
-    ct = mask.cumsum(1)
-    total = ct[:, -1:]
-    pos = torch.where(mask, ct - 1, total + (~mask).cumsum(1) - 1)
-    order = torch.empty_like(pos).scatter_(1, pos, torch.arange(r, device=mask.device).expand(n, r))
-    m = int(total.max().item()) if prunes_work(mask.device) else r
-    return order[:, :m], torch.arange(m, device=mask.device) < total
-
-
-def _take(x: Tensor, idx: Tensor) -> Tensor:
-    """Gather rays ``idx`` [n, m] of ``x`` [n, r] or [n, c, r]."""
-    if x.dim() == 2:
-        return x.gather(1, idx)
-    return x.gather(2, idx[:, None].expand(-1, x.shape[1], -1))
-
-
-def _repack(active: Tensor, idx: Tensor, saves: list, xs: list) -> tuple[Tensor, list] | None:
-    """None once no ray is active; else ``(idx, xs)`` cut to the active rays if that drops >20% of the columns
-    (fewer do not repay the gathers), after writing each ``(full_output, value)`` in ``saves`` back. Where work is
-    not pruned (a GPU) every ray runs every step under its mask instead: no host sync."""
-    if not prunes_work(idx.device):
-        return idx, xs
-    cnt = int(active.sum(1).max().item())
-    if cnt == 0:
-        return None
-    if cnt >= 0.8 * idx.shape[1]:
-        return idx, xs
-    for full, value in saves:
-        full.scatter_(1, idx, value)
-    keep, _ = _pack(active)
-    return _take(idx, keep), [_take(x, keep) for x in xs]
-
-
-def _march(geo: _Geometry, o: Tensor, d: Tensor, t: Tensor, t_end: Tensor, active: Tensor, *, steps: int,
+def _march(geo: Geometry, o: Tensor, d: Tensor, t: Tensor, t_end: Tensor, active: Tensor, *, steps: int,
            eps: float, every: int = 2) -> tuple[Tensor, Tensor]:
     """Sphere-trace object-frame rays ``o + t d`` (o [n, 3, 1], d [n, 3, r]) to a hit or ``t_end``: (t, hit)."""
     n, r = t.shape
@@ -242,7 +66,7 @@ def _march(geo: _Geometry, o: Tensor, d: Tensor, t: Tensor, t_end: Tensor, activ
     B = torch.bmm(geo.Wlin, d)
     for i in range(steps):
         if i % every == 0 and i:
-            packed = _repack(active, idx, [(out_t, t), (out_hit, hit)], [t, t_end, active, hit, dist, d, B])
+            packed = repack(active, idx, [(out_t, t), (out_hit, hit)], [t, t_end, active, hit, dist, d, B])
             if packed is None:
                 break
             idx, (t, t_end, active, hit, dist, d, B) = packed
@@ -262,7 +86,7 @@ def _march(geo: _Geometry, o: Tensor, d: Tensor, t: Tensor, t_end: Tensor, activ
     return out_t, out_hit
 
 
-def _soft_shadow(geo: _Geometry, p: Tensor, l: Tensor, s: Tensor, s_end: Tensor, run: Tensor, *,
+def _soft_shadow(geo: Geometry, p: Tensor, l: Tensor, s: Tensor, s_end: Tensor, run: Tensor, *,
                  steps: int, every: int = 2) -> Tensor:
     """Light visibility in [0, 1] from object-frame points ``p`` along unit ``l`` ([n, 3, r]), with penumbra.
 
@@ -275,7 +99,7 @@ def _soft_shadow(geo: _Geometry, p: Tensor, l: Tensor, s: Tensor, s_end: Tensor,
     run, prev = run.clone(), torch.full_like(s, 1e9)
     for i in range(steps):
         if i % every == 0 and i:
-            packed = _repack(run, idx, [(out, vis)], [p, l, s, s_end, run, vis, prev])
+            packed = repack(run, idx, [(out, vis)], [p, l, s, s_end, run, vis, prev])
             if packed is None:
                 break
             idx, (p, l, s, s_end, run, vis, prev) = packed
@@ -333,7 +157,7 @@ def _unit(v: Tensor) -> Tensor:
     return v * _dot(v, v).clamp_min_(1e-16).rsqrt_()[:, None]
 
 
-def _floor_shadow(geo: _Geometry, rot_t: Tensor, light: Tensor, size: int) -> Tensor:
+def _floor_shadow(geo: Geometry, rot_t: Tensor, light: Tensor, size: int) -> Tensor:
     """Soft shadow of the object on the floor, visibility [n, size*size] in [0, 1].
 
     Traced at half resolution and upsampled bilinearly: a soft shadow is smooth, so this costs a quarter of
@@ -347,10 +171,10 @@ def _floor_shadow(geo: _Geometry, rot_t: Tensor, light: Tensor, size: int) -> Te
     lf, spot = _spot(pf, light)
     # Only lit floor points whose path to the light crosses the bounding sphere can be in shadow.
     b = _dot(pf, lf)
-    idx, valid = _pack((spot > 0.0) & (lf[:, 2] > 0.0) & (_dot(pf, pf) - b * b < BOUND_RADIUS ** 2) & (b < 0))
+    idx, valid = pack((spot > 0.0) & (lf[:, 2] > 0.0) & (_dot(pf, pf) - b * b < BOUND_RADIUS ** 2) & (b < 0))
     vis = torch.ones(n, low * low, device=rot_t.device)
     if idx.shape[1]:
-        po, lo = rot_t @ _take(pf, idx), rot_t @ _take(lf, idx)  # object frame
+        po, lo = rot_t @ take(pf, idx), rot_t @ take(lf, idx)  # object frame
         s0, s1 = geo.clip(po, lo)
         vis.scatter_(1, idx, _soft_shadow(geo, po, lo, s0, s1, valid & (s0 < s1), steps=20))
     if low == size:
@@ -366,7 +190,7 @@ def _render_chunk(parts: Parts, rot: Tensor, floor_rgb: Tensor, light_angles: Te
     cam, dirs, ray_cols = _camera(size, str(device))
     P = dirs.shape[1]
     eps = 0.4 * 2 * math.tan(CAM_FOV / 2) / size
-    geo = _Geometry(parts)
+    geo = Geometry(parts)
     rot = rot.float()
     rot_t = rot.transpose(1, 2)                                      # world -> object frame
     light = _light_pos(light_angles.float())
@@ -377,12 +201,12 @@ def _render_chunk(parts: Parts, rot: Tensor, floor_rgb: Tensor, light_angles: Te
     o_obj = (rot_t @ cam)[:, :, None]                                # [n, 3, 1]
     d_obj = rot_t @ dirs[:, ray_cols]                                # [n, 3, r]
     enter, exit_ = geo.clip(o_obj, d_obj)
-    cols, valid = _pack(enter < exit_)
+    cols, valid = pack(enter < exit_)
     obj_hit = torch.zeros(n, P, dtype=torch.bool, device=device)
     obj_t = torch.zeros(n, P, device=device)
     if cols.shape[1]:
-        t0 = torch.where(valid, _take(enter, cols), torch.zeros((), device=device))
-        t, hit = _march(geo, o_obj, _take(d_obj, cols), t0, _take(exit_, cols), valid, steps=steps, eps=eps)
+        t0 = torch.where(valid, take(enter, cols), torch.zeros((), device=device))
+        t, hit = _march(geo, o_obj, take(d_obj, cols), t0, take(exit_, cols), valid, steps=steps, eps=eps)
         pix = ray_cols[cols]
         obj_hit.scatter_(1, pix, hit & valid)
         obj_t.scatter_(1, pix, t)
@@ -398,12 +222,12 @@ def _render_chunk(parts: Parts, rot: Tensor, floor_rgb: Tensor, light_angles: Te
     img = floor_rgb * (AMBIENT + lit_f[:, None] * light_rgb) * fade
 
     # Object pixels: normals from 4 tetrahedral taps, part colours blended by soft nearest-part weights.
-    hidx, hvalid = _pack(obj_hit)
+    hidx, hvalid = pack(obj_hit)
     m = hidx.shape[1]
     if m:
-        dw = _take(dirs.expand(n, 3, P), hidx)
+        dw = take(dirs.expand(n, 3, P), hidx)
         dh = rot_t @ dw
-        ph = o_obj + _take(obj_t, hidx)[:, None] * dh                # object frame
+        ph = o_obj + take(obj_t, hidx)[:, None] * dh                # object frame
         taps = _TETRA.to(device)
         h = 0.5 * eps * CAM_DIST + 1e-3
         pts = rearrange(ph[..., None] + h * taps.T[None, :, None, :], "n c m k -> n c (m k)")
@@ -417,7 +241,7 @@ def _render_chunk(parts: Parts, rot: Tensor, floor_rgb: Tensor, light_angles: Te
         spec = 0.3 * _dot(nrm, _unit(lh - dw)).clamp_min(0.0) ** 24 * spot_h
         bounce = 0.25 * (-nrm[:, 2:3]).clamp_min(0.0) * floor_rgb    # light off the floor
         col = albedo * (AMBIENT + bounce + diff[:, None] * light_rgb) + spec[:, None] * light_rgb
-        img.scatter_(2, hidx[:, None].expand(-1, 3, -1), torch.where(hvalid[:, None], col, _take(img, hidx)))
+        img.scatter_(2, hidx[:, None].expand(-1, 3, -1), torch.where(hvalid[:, None], col, take(img, hidx)))
     img = img.clamp_(0.0, 1.0).pow_(1 / 1.5)  # mild gamma: lifts the ambient-only shadows and the far floor
     return img.mul_(255.0).add_(0.5).to(torch.uint8).view(n, 3, size, size)
 

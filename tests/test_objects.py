@@ -6,7 +6,8 @@ import torch
 
 from envs import rotations as rt
 from envs.objects import CATEGORY_NAMES, RotatingObjects, build_objects
-from envs.sdf_render import BOUND_RADIUS, Parts, _Geometry, hsv_to_rgb, render
+from envs.sdf_render import BOUND_RADIUS, hsv_to_rgb, render
+from envs.superquadrics import Geometry, Parts
 from seqjepa.config import ConfigError
 
 
@@ -170,7 +171,7 @@ def test_shapes_depend_on_seed_and_categories_differ():
     # Every object fits inside the renderer's bounding sphere: the SDF is positive all over its surface.
     g = torch.Generator().manual_seed(0)
     sphere = torch.nn.functional.normalize(torch.randn(len(a.size), 3, 500, generator=g), dim=1) * (BOUND_RADIUS - .03)
-    assert _Geometry(a).at(sphere).min() > 0
+    assert Geometry(a).at(sphere).min() > 0
     w = RotatingObjects(image_size=16, num_categories=55, instances=2, test_fraction=0.5)
     p = torch.tensor([[0.3, -0.4, 0.8, 0.5, 0.3, 1.0, 0.2]]).expand(55, 7)
     views = w.render({"episode": torch.arange(55), "label": torch.arange(55), "params": p}).float()
