@@ -121,20 +121,33 @@ class World(abc.ABC):
         return self.render(state)
 
     def check_action(self, action: Tensor) -> Tensor:
-        """Validate shape and finiteness; clip to the action space. Raises ValueError naming the problem.
-
-        The finiteness check is an asynchronous device assert, so a GPU step does not wait on the host for it.
-        """
+        """Validate shape and finiteness; clip to the action space. Raises ValueError naming the problem."""
         if action.ndim != 2 or action.shape[1] != self.action_dim:
             raise ValueError(f"action: got shape {tuple(action.shape)}; expected [n, {self.action_dim}] "
                              f"({self.action_doc})")
-        try:
-            torch._assert_async(torch.isfinite(action).all(), "action: got a non-finite value; expected finite "
-                                                              "numbers within the world's action space")
-        except RuntimeError:  # raised at once on the CPU, where the values can be named
-            raise ValueError(f"action: got a non-finite value {action.tolist()}; expected finite numbers in "
-                             f"[{self.action_low.tolist()}, {self.action_high.tolist()}]") from None
+        self.check_finite(action)
         return torch.minimum(torch.maximum(action, self.action_low), self.action_high)
+
+    def check_finite(self, action: Tensor, *, wait: bool = False) -> None:
+        """Raise ValueError naming the rows of ``action`` [n, A] that hold a NaN or an inf.
+
+        By default (what ``step`` uses) the check is an asynchronous device assert, so a GPU step never waits on
+        the host for it; on the CPU it raises at once. ``wait=True`` reads the values on any device (the Gym API).
+        """
+        finite = torch.isfinite(action).all()
+        if wait:
+            if bool(finite):
+                return
+        else:
+            try:
+                torch._assert_async(finite, "action: got a non-finite value; expected finite numbers within the "
+                                            "world's action space")
+                return
+            except RuntimeError:  # raised at once on the CPU, where the values can be named
+                pass
+        rows = (~torch.isfinite(action)).any(1).nonzero()[:, 0].tolist()
+        raise ValueError(f"action: got a non-finite value in rows {rows} ({action[rows].tolist()}); expected finite "
+                         f"numbers in [{self.action_low.tolist()}, {self.action_high.tolist()}]")
 
     def episodes_for(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> Tensor:
         """``n`` random episode indices, or the caller's ``episodes`` checked (ValueError naming them if bad)."""

@@ -110,10 +110,8 @@ class WorldVectorEnv(gym.vector.VectorEnv):
         a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
         # The Gym API names a bad action on any device (one host read per call); training's sources skip this
         # and rely on the world's asynchronous check, so the hot loop never waits for the device.
-        if a.ndim == 2 and not bool(torch.isfinite(a).all()):
-            rows = (~torch.isfinite(a)).any(1).nonzero()[:, 0].tolist()
-            raise ValueError(f"actions: got a non-finite value in rows {rows}; expected finite numbers in "
-                             f"[{self.world.action_low.tolist()}, {self.world.action_high.tolist()}]")
+        if a.ndim == 2:
+            self.world.check_finite(a, wait=True)
         self._state = self.world.step(self._state, a, self.generator)
         zeros = torch.zeros(self.num_envs, device=self.device)
         false = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
