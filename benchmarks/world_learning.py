@@ -26,7 +26,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import envs  # noqa: E402
 from eval.from_checkpoint import evaluate_checkpoint  # noqa: E402
 from seqjepa.config import apply_overrides, preset  # noqa: E402
 from seqjepa.train import train  # noqa: E402
@@ -60,10 +59,11 @@ def measure(args, command: str) -> dict:
         t1 = time.time()
         res = evaluate_checkpoint(run_dir / "latest.pt", log=lambda s: None, tensorboard=False)
         print(f"   trained in {t1 - t0:.0f} s, evaluated in {time.time() - t1:.0f} s", flush=True)
-        world = envs.make_world(env_id, **cfg.world.options)
+        # The world's factors are those the equivariance suite scored (no second world built just to list them).
+        factors = [k.split("/", 1)[1] for k in res["trained"]["metrics"] if k.startswith("equivariance/")]
         rows.append({"env": env_id, "command": command, "settings": own, "train_s": t1 - t0,
                      "eval_s": time.time() - t1, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "factors": list(world.factors), "m_val": max(cfg.eval.m_val),
+                     "factors": factors, "m_val": max(cfg.eval.m_val),
                      "trained": res["trained"]["metrics"], "random_init": res["random init"]["metrics"]})
     return {"runs": rows}
 
