@@ -63,7 +63,7 @@ def measure(args, command: str) -> dict:
         factors = [k.split("/", 1)[1] for k in res["trained"]["metrics"] if k.startswith("equivariance/")]
         rows.append({"env": env_id, "command": command, "settings": own, "train_s": t1 - t0,
                      "eval_s": time.time() - t1, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "factors": factors, "m_val": max(cfg.eval.m_val),
+                     "factors": factors, "m_val": max(cfg.eval.m_val), "world_options": dict(cfg.world.options),
                      "trained": res["trained"]["metrics"], "random_init": res["random init"]["metrics"]})
     return {"runs": rows}
 
@@ -96,7 +96,9 @@ def report(record: dict) -> str:
     for r in record["runs"]:
         lines.append(f"- `{r['env']}`: trained {r['train_s']:.0f} s, evaluated {r['eval_s']:.0f} s "
                      f"({r['threads']} torch threads, torch {r['torch']}); measured by `{r['command']}`, i.e. "
-                     f"`python run.py train --env {r['env']} {' '.join('--set ' + o for o in r['settings'])}`")
+                     f"`python run.py train --env {r['env']} {' '.join('--set ' + o for o in r['settings'])}`"
+                     + (f"; world options after the preset: `{json.dumps(r['world_options'])}`"
+                        if "world_options" in r else ""))
     lines.append("\n## Probe protocols (as written in eval.json)\n")
     for name, p in protocols.items():
         lines.append(f"- {name}: " + "; ".join(f"{k} = {v}" for k, v in p.items()))

@@ -63,6 +63,8 @@ class Saccades(World):
         num_classes: int = opt(10, "scenes: number of classes", ge=2, le=MAX_CLASSES)
         per_class: int = opt(100, "scenes: scenes per class in each split", ge=1, le=100000)
         seed: int = opt(0, "scenes: seed of the procedural scenes (splits are disjoint for any seed)")
+        class_colours: bool = opt(False, "scenes: each class's object has its own hue, as natural categories have "
+                                         "typical colours (off: only shape and texture name the class)")
         max_images: int = opt(0, "stl10/folder: use only the first N images (0 = all)", ge=0)
         fixations: Literal["saliency", "uniform"] = opt(
             "saliency", "how the random policy picks fixations: from the saliency map, or uniformly")
@@ -89,7 +91,7 @@ class Saccades(World):
         self.options, self.device = opts, torch.device(device)
         if opts.source == "scenes":
             self.images, self.labels, self.saliency = _scene_data(
-                opts.num_classes, opts.per_class, opts.scene_size, opts.seed, opts.split,
+                opts.num_classes, opts.per_class, opts.scene_size, opts.seed, opts.split, opts.class_colours,
                 opts.saliency if opts.fixations == "saliency" and not opts.saliency_maps else "", str(self.device))
             self.num_classes = opts.num_classes
         else:
@@ -230,11 +232,11 @@ def _paint(frame: Tensor, pts: Tensor, ok: Tensor | None, colour: tuple[int, int
 
 
 @lru_cache(maxsize=4)
-def _scene_data(num_classes: int, per_class: int, size: int, seed: int, split: str, saliency: str,
-                device: str) -> tuple[Tensor, Tensor, Tensor | None]:
+def _scene_data(num_classes: int, per_class: int, size: int, seed: int, split: str, class_colours: bool,
+                saliency: str, device: str) -> tuple[Tensor, Tensor, Tensor | None]:
     """Procedural scenes, labels and classical saliency on ``device``, cached: worlds are rebuilt often
     (every gym.make, every split) and the maps are the costly part."""
-    images, labels = cluttered_scenes(num_classes, per_class, size, seed, split)
+    images, labels = cluttered_scenes(num_classes, per_class, size, seed, split, class_colours)
     images, labels = images.to(device), labels.to(device)
     return images, labels, classical_saliency(images, saliency) if saliency else None
 

@@ -74,8 +74,12 @@ def class_design(c: int) -> tuple[int, int]:
 
 
 def cluttered_scenes(num_classes: int = 10, per_class: int = 100, size: int = 96, seed: int = 0,
-                     split: str = "train") -> tuple[Tensor, Tensor]:
+                     split: str = "train", class_colours: bool = False) -> tuple[Tensor, Tensor]:
     """``num_classes * per_class`` scenes, uint8 [N, 3, size, size], and their labels, long [N] (class-cyclic).
+
+    ``class_colours`` gives each class its own hue for its object (within +-0.04 turn), as natural categories
+    have typical colours; otherwise colours are random and only shape and texture name the class. The scenes are
+    otherwise the same (the same random draws).
 
     Cached per arguments (the tensors are shared: do not modify them in place).
 
@@ -91,7 +95,7 @@ def cluttered_scenes(num_classes: int = 10, per_class: int = 100, size: int = 96
     if split not in SPLITS:
         raise ValueError(f"split: got {split!r}; allowed: one of {', '.join(map(repr, SPLITS))}")
     with _one_thread():
-        return _scenes(num_classes, per_class, size, seed, split)
+        return _scenes(num_classes, per_class, size, seed, split, class_colours)
 
 
 @contextmanager
@@ -107,12 +111,13 @@ def _one_thread():
 
 
 @lru_cache(maxsize=8)
-def _scenes(num_classes: int, per_class: int, size: int, seed: int, split: str) -> tuple[Tensor, Tensor]:
+def _scenes(num_classes: int, per_class: int, size: int, seed: int, split: str, class_colours: bool
+            ) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed * 7 + SPLITS[split] + 0x5EED)
     n = num_classes * per_class
     labels = torch.arange(n) % num_classes
     design = torch.tensor([class_design(c) for c in range(num_classes)])[labels]
-    obj = _class_objects(design, g)
+    obj = _class_objects(design, g, labels / num_classes if class_colours else None)
     dis = [_distractors(n, g) for _ in range(DISTRACTORS + OCCLUDERS)]
     bg = _backgrounds(n, g)
     pad = _window(CLASS_RADIUS[1], size)  # margin so that every object window lies inside the padded canvas
@@ -136,15 +141,18 @@ def _u(g: torch.Generator, *shape: int, lo: float = 0.0, hi: float = 1.0) -> Ten
     return lo + (hi - lo) * torch.rand(*shape, generator=g)
 
 
-def _colours(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Two contrasting colours per item: a saturated light one and a darker one of another hue."""
+def _colours(n: int, g: torch.Generator, hue: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Two contrasting colours per item: a saturated light one and a darker one of another hue; ``hue`` [n]
+    sets the light one's hue to within +-0.04 turn (the draws are the same either way)."""
     h = _u(g, n)
+    if hue is not None:
+        h = hue + 0.08 * (h - 0.5)
     a = hsv_to_rgb(h, _u(g, n, lo=0.5, hi=0.95), _u(g, n, lo=0.75, hi=1.0))
     b = hsv_to_rgb(h + _u(g, n, lo=0.25, hi=0.75), _u(g, n, lo=0.3, hi=0.9), _u(g, n, lo=0.1, hi=0.45))
     return a, b
 
 
-def _class_objects(design: Tensor, g: torch.Generator) -> dict[str, Tensor]:
+def _class_objects(design: Tensor, g: torch.Generator, hue: Tensor | None = None) -> dict[str, Tensor]:
     """Per-scene parameters of the class object, in fractions of the scene side."""
     n = len(design)
     radius = _u(g, n, lo=CLASS_RADIUS[0], hi=CLASS_RADIUS[1])
@@ -152,7 +160,7 @@ def _class_objects(design: Tensor, g: torch.Generator) -> dict[str, Tensor]:
     tex = TEXTURES[design[:, 1]].clone()
     tex[:, 4] += _u(g, n, lo=-0.2, hi=0.2)   # texture orientation jitter, small next to the 45-degree gaps
     tex[:, 5] *= _u(g, n, lo=0.8, hi=1.25)
-    a, b = _colours(n, g)
+    a, b = _colours(n, g, hue)
     # Rotation stays small: a square turned by 45 degrees would be the diamond class.
     return {"centre": centre, "radius": radius, "rot": _u(g, n, lo=-0.25, hi=0.25), "shape": SHAPES[design[:, 0]],
             "tex": tex, "a": a, "b": b}

@@ -141,23 +141,56 @@ class ViewBank:
 
 
 class SequenceSource:
-    """Yields training batches of ``seq_len + 1`` views, from a bank or live; resumable via state_dict."""
+    """Yields training batches of ``seq_len + 1`` views, from a bank or live; resumable via state_dict.
+
+    Live, ``chunk`` batches are rolled out in one call and served one per ``next()``: a world's cost per call
+    (kernel launches, small ops) is paid once per chunk. The chunk is a function of the generator's state at its
+    start, so ``state_dict`` saves that state and the position in the chunk, and a resumed source renders the
+    same chunk again and continues where it stopped.
+    """
 
     def __init__(self, world: World, *, seq_len: int, batch_size: int, seed: int, bank: ViewBank | None = None,
-                 policy: Policy = random_policy):
+                 policy: Policy = random_policy, chunk: int = 1):
+        if chunk < 1:
+            raise ValueError(f"chunk: got {chunk}; must be >= 1 (batches rendered per world call)")
         self.world, self.seq_len, self.batch_size = world, seq_len, batch_size
         self.bank, self.policy = bank, policy
+        self.chunk = 1 if bank is not None else chunk
         device = bank.views.device if bank is not None else world.device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
+        self._buffer: Batch | None = None
+        self._pos = 0                       # batches of the buffer already served
+        self._chunk_start: Tensor | None = None  # generator state the buffer was rendered from
 
     def next(self) -> Batch:
         if self.bank is not None:
             return self.bank.sample(self.world, self.batch_size, self.seq_len + 1, self.generator)
-        return rollout(self.world, self.policy, self.batch_size, self.seq_len + 1, self.generator)
+        if self._buffer is None or self._pos == self.chunk:
+            self._render_chunk()
+        b, i = self.batch_size, self._pos
+        self._pos += 1
+        if self.chunk == 1:
+            return self._buffer
+        return Batch(*(t[i * b:(i + 1) * b] for t in dataclasses.astuple(self._buffer)))
+
+    def _render_chunk(self) -> None:
+        self._chunk_start = self.generator.get_state()
+        self._buffer = rollout(self.world, self.policy, self.batch_size * self.chunk, self.seq_len + 1,
+                               self.generator)
+        self._pos = 0
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        if self._buffer is None or self._pos == self.chunk:
+            return {"generator": self.generator.get_state()}
+        return {"generator": self._chunk_start, "chunk": self.chunk, "served": self._pos}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"].cpu())
+        self._buffer, self._pos = None, 0
+        if state.get("served"):
+            if state["chunk"] != self.chunk:
+                raise ValueError(f"world.live_chunk: the checkpoint was saved with {state['chunk']} and stopped "
+                                 f"inside a chunk; resume with world.live_chunk={state['chunk']}")
+            self._render_chunk()
+            self._pos = state["served"]

@@ -188,8 +188,9 @@ def run(cfg: Config, *, warmup: int = 3, repeats: int = 10, bank_objects: int = 
     for env_id in sorted(envs.WORLDS) if worlds else []:
         try:
             w = envs.make_world(env_id, device=str(device), **{**world_options(cfg, env_id), "split": "train"})
-            result["worlds"][env_id] = {"image_size": w.image_size,
-                                        **bench_world(w, B, device, warmup=warmup, repeats=repeats)}
+            result["worlds"][env_id] = {"image_size": w.image_size, "episodes_per_call": B * cfg.world.live_chunk,
+                                        **bench_world(w, B * cfg.world.live_chunk, device, warmup=warmup,
+                                                      repeats=repeats)}
         except Exception as e:  # a plug-in world that fails must not cost the other numbers
             result["worlds"][env_id] = {"error": f"{type(e).__name__}: {e}"}
         log(f"  world {env_id}: done")
@@ -247,7 +248,8 @@ def table(r: dict) -> str:
         if "error" in w:
             lines.append(f"{'world ' + env_id:58s} failed: {w['error']}")
             continue
-        row(f"world {env_id} render ({w['image_size']}²)", w["render_views_per_s"], w["render_ms"])
+        row(f"world {env_id} render ({w['image_size']}², {w['episodes_per_call']}/call)", w["render_views_per_s"],
+            w["render_ms"])
         row(f"world {env_id} step + render", w["step_render_views_per_s"], w["step_render_ms"])
     b = r["bank"]
     row(f"view bank sampler ({b['objects']} objects x {b['views']} views)", b["sample_views_per_s"], b["sample_ms"])

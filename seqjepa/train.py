@@ -237,7 +237,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, stop_after: int |
     source = SequenceSource(data_world, seq_len=cfg.train.seq_len,
                             batch_size=cfg.train.batch_size if shared else cfg.train.batch_size // nproc,
                             seed=ddp.stream_seed(cfg.train.seed, 0 if shared else rank), bank=bank,
-                            policy=make_agent(cfg.world.agent))
+                            policy=make_agent(cfg.world.agent), chunk=cfg.world.live_chunk)
 
     model = build_model(cfg, world).to(device)
     if cfg.train.sync_batchnorm and nproc > 1:

@@ -119,6 +119,22 @@ def test_sequences_from_bank_and_live_agree_in_form(env_id, tmp_path):
         assert torch.isfinite(b.actions).all()
 
 
+def test_live_chunks_serve_whole_batches_and_resume_inside_a_chunk():
+    world = envs.make_world("seqjepa/Augmentations-v0", **small_options("seqjepa/Augmentations-v0"))
+    source = SequenceSource(world, seq_len=2, batch_size=3, seed=0, chunk=4)
+    first = [source.next() for _ in range(6)]  # a whole chunk, then 2 batches into the next
+    assert all(b.views.shape[0] == 3 for b in first)
+    assert not torch.equal(first[0].views, first[1].views)
+    saved = source.state_dict()
+    later = [source.next() for _ in range(4)]  # crosses into a third chunk
+    resumed = SequenceSource(world, seq_len=2, batch_size=3, seed=0, chunk=4)
+    resumed.load_state_dict(saved)
+    for a, b in zip(later, (resumed.next() for _ in range(4))):
+        assert torch.equal(a.views, b.views) and torch.equal(a.actions, b.actions)
+    with pytest.raises(ValueError, match="world.live_chunk=4"):
+        SequenceSource(world, seq_len=2, batch_size=3, seed=0, chunk=2).load_state_dict(saved)
+
+
 def test_view_bank_cache_is_keyed_by_settings(tmp_path):
     world = envs.make_world("seqjepa/RotatingObjects-v0", image_size=16)
     a = ViewBank.cached("w", world, objects=3, views=2, seed=0, cache_dir=str(tmp_path))

@@ -122,8 +122,31 @@ def test_same_seed_same_episodes_and_scenes():
     train, labels = cluttered_scenes(3, 2, 32, seed=0, split="train")
     test, _ = cluttered_scenes(3, 2, 32, seed=0, split="test")
     from envs.scenes import _scenes
-    fresh, _ = _scenes.__wrapped__(3, 2, 32, 0, "train")       # bypass the cache: drawing is deterministic
+    fresh, _ = _scenes.__wrapped__(3, 2, 32, 0, "train", False)  # bypass the cache: drawing is deterministic
     assert torch.equal(train, fresh) and not torch.equal(train, test) and labels.tolist() == [0, 1, 2] * 2
+
+
+def test_class_colours_give_each_class_its_hue_and_change_nothing_else():
+    from envs.scenes import _colours
+    plain, labels = cluttered_scenes(4, 6, 48, seed=0, split="train")
+    tinted, same = cluttered_scenes(4, 6, 48, seed=0, split="train", class_colours=True)
+    assert torch.equal(labels, same)
+    changed = (plain != tinted).any(1)                      # [N, H, W]: pixels of the class object's colours
+    assert 0.02 < changed.float().mean() < 0.4              # the objects, not the scenes, changed
+    # Each class's light colour keeps the class hue within 0.04 turn; the dark one is another hue.
+    hue = torch.arange(8) % 4 / 4
+    light, dark = _colours(8, torch.Generator().manual_seed(0), hue)
+    assert (((rgb_hue(light) - hue + 0.5) % 1 - 0.5).abs() <= 0.04 + 1e-4).all()
+    assert (((rgb_hue(dark) - hue + 0.5) % 1 - 0.5).abs() >= 0.2).all()
+
+
+def rgb_hue(rgb):
+    """Hue in turns of RGB rows [n, 3]."""
+    r, g, b = rgb.unbind(1)
+    mx, mn = rgb.amax(1), rgb.amin(1)
+    d = (mx - mn).clamp(min=1e-9)
+    h = torch.where(mx == r, ((g - b) / d) % 6, torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
+    return h / 6 % 1
 
 
 def test_relative_and_step_agree():
