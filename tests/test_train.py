@@ -24,8 +24,11 @@ def assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_resume_is_exact(smoke_cfg, tmp_path):
-    apply_overrides(smoke_cfg, ["train.steps=6"])
+@pytest.mark.parametrize("source", [["world.source=bank"], ["world.source=live", "world.live_chunk=4"]],
+                         ids=["bank", "live-chunks"])
+def test_resume_is_exact(smoke_cfg, tmp_path, source):
+    # Live with chunks of 4 batches: the checkpoint at step 3 falls inside a chunk.
+    apply_overrides(smoke_cfg, ["train.steps=6", *source])
     train(smoke_cfg, tmp_path / "straight", log=lambda s: None)
     train(smoke_cfg, tmp_path / "split", stop_after=3, log=lambda s: None)
     assert checkpoint.load(tmp_path / "split" / "latest.pt")["step"] == 3
