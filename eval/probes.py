@@ -157,7 +157,8 @@ def hold_out(x: Tensor, y: Tensor, fraction: float, g: torch.Generator, groups: 
     ids = torch.arange(x.shape[0]) if groups is None else groups.cpu()
     uniq = ids.unique()
     if len(uniq) < 2:
-        raise ValueError(f"val_fraction: got {fraction} with {len(uniq)} episode(s); a validation split needs at "
+        what = "row(s)" if groups is None else "episode(s)"
+        raise ValueError(f"val_fraction: got {fraction} with {len(uniq)} {what}; a validation split needs at "
                          "least 2 (set eval.val_fraction=0)")
     k = min(len(uniq) - 1, max(1, int(round(len(uniq) * fraction))))
     val = torch.isin(ids, uniq[torch.randperm(len(uniq), generator=g)[:k]]).to(x.device)

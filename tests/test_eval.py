@@ -197,8 +197,10 @@ def test_hold_out_keeps_each_episode_on_one_side():
     xf, _, (xv, _) = hold_out(x, x, 0.1, torch.Generator().manual_seed(0), groups)
     fit_g, val_g = set(groups[xf[:, 0].long()].tolist()), set(groups[xv[:, 0].long()].tolist())
     assert len(val_g) == 2 and not fit_g & val_g and len(xf) + len(xv) == 100
-    with pytest.raises(ValueError, match="val_fraction"):
+    with pytest.raises(ValueError, match=r"val_fraction: got 0.1 with 1 episode\(s\)"):
         hold_out(x, x, 0.1, torch.Generator(), torch.zeros(100, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"with 1 row\(s\)"):
+        hold_out(x[:1], x[:1], 0.1, torch.Generator())
 
 
 def test_validation_split_picks_the_epoch_before_overfitting():
