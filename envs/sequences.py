@@ -37,8 +37,12 @@ class Batch:
     labels: Tensor    # long [B]
     episodes: Tensor  # long [B]: which object / image
 
+    def tensors(self) -> list[Tensor]:
+        """The fields in order, not copied (``dataclasses.astuple`` would deep-copy every tensor)."""
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in dataclasses.astuple(self)))
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self.tensors()))
 
     def take(self, steps: int) -> "Batch":
         """The first ``steps`` views (and the actions between them)."""
@@ -172,7 +176,7 @@ class SequenceSource:
         self._pos += 1
         if self.chunk == 1:
             return self._buffer
-        return Batch(*(t[i * b:(i + 1) * b] for t in dataclasses.astuple(self._buffer)))
+        return Batch(*(t[i * b:(i + 1) * b] for t in self._buffer.tensors()))
 
     def _render_chunk(self) -> None:
         self._chunk_start = self.generator.get_state()
