@@ -141,6 +141,15 @@ def test_skips_are_noted_and_names_checked(short_paths):
     assert resolve_suites(["knn", "linear_probe"]) == ["linear_probe", "knn"]  # canonical order
 
 
+def test_a_suite_needing_two_views_runs_alone_whatever_m_val_says():
+    # run.py eval --suite equivariance with the cpu preset's m_val up to 5 used to fail: z_agg was asked of M = 5
+    # views from 2-view sequences.
+    res = evaluate(tiny_model(), Blocks("train"), Blocks("test"), tiny_cfg(m_val=[1, 2, 5]), device="cpu",
+                   suites=["equivariance"], log=lambda s: None)
+    assert res["metrics"]["equivariance/position"]["protocol"]["views"] == 2
+    assert all(k.startswith(("equivariance/", "absolute/")) for k in res["metrics"])
+
+
 def test_path_integration_at_m1_is_the_given_action(short_paths):
     # Views are noise: only the action can tell the target, which at M = 1 *is* a_1.
     cfg = tiny_cfg(m_val=[1], train_sequences=384, test_sequences=128, linear_epochs=40, batch_size=64, lr=1e-2)
