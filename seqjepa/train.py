@@ -134,9 +134,8 @@ def free_memory(device: torch.device) -> int | None:
 
 
 def view_bytes(world: envs.World) -> int:
-    g = torch.Generator(device=world.device)
-    g.manual_seed(0)
-    return world.render(world.reset(1, g)).numel()  # uint8: one byte per element
+    """Bytes of one view: uint8 [3, image_size, image_size], the World contract (no view is rendered to learn it)."""
+    return 3 * world.image_size ** 2
 
 
 def build_bank(cfg: Config, world: envs.World, split: str, log: Callable[[str], None]) -> ViewBank:
