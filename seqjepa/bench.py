@@ -188,9 +188,9 @@ def run(cfg: Config, *, warmup: int = 3, repeats: int = 10, bank_objects: int = 
     for env_id in sorted(envs.WORLDS) if worlds else []:
         try:
             w = envs.make_world(env_id, device=str(device), **{**world_options(cfg, env_id), "split": "train"})
-            result["worlds"][env_id] = {"image_size": w.image_size, "episodes_per_call": B * cfg.world.live_chunk,
-                                        **bench_world(w, B * cfg.world.live_chunk, device, warmup=warmup,
-                                                      repeats=repeats)}
+            n = B * cfg.world.live_chunk  # episodes per world call, as a live source renders them
+            result["worlds"][env_id] = {"image_size": w.image_size, "episodes_per_call": n,
+                                        **bench_world(w, n, device, warmup=warmup, repeats=repeats)}
         except Exception as e:  # a plug-in world that fails must not cost the other numbers
             result["worlds"][env_id] = {"error": f"{type(e).__name__}: {e}"}
         log(f"  world {env_id}: done")
