@@ -77,8 +77,8 @@ def load_model(path: Path) -> tuple[nn.Module, object, dict]:
     cfg = from_dict(Config, ckpt["config"])
     model = model_class(ckpt.get("method", "seqjepa"))(**ckpt["model_hparams"])
     if not has_predictor(model):
-        raise ValueError(f"plan: checkpoint {path} is a {ckpt.get('method')!r} model without a predictor; "
-                         f"planning needs a seq-JEPA world model")
+        raise ValueError(f"checkpoint {path} is a {ckpt.get('method')!r} model without a predictor; planning "
+                         f"(and benchmarks/action_use.py) need a seq-JEPA world model")
     model.load_state_dict(ckpt["model"])
     model = model.to(resolve_device(cfg.train.device)).eval().requires_grad_(False)
     return model, cfg, ckpt

@@ -19,28 +19,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqjepa import checkpoint  # noqa: E402
-from seqjepa.config import Config, from_dict  # noqa: E402
-from seqjepa.train import build_bank, build_model, build_world  # noqa: E402
+from agents.plan_eval import load_model  # noqa: E402
+from seqjepa.train import build_bank, build_world  # noqa: E402
 
 
 @torch.no_grad()
 def action_use(run: Path, batches: int, batch_size: int, seed: int) -> dict[str, float]:
-    ckpt = checkpoint.load(run / "latest.pt")
-    cfg = from_dict(Config, ckpt["config"])
+    model, cfg, _ = load_model(run / "latest.pt")  # eval mode, frozen, on the run's device
     if cfg.model.method != "seqjepa":
         raise SystemExit(f"{run}: model.method is {cfg.model.method!r}; this checks seq-JEPA's predictor")
-    device = torch.device("cpu")
-    world = build_world(cfg, device, "train")
+    world = build_world(cfg, next(model.parameters()).device, "train")
     bank = build_bank(cfg, world, "train", lambda s: None)
-    model = build_model(cfg, world)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=world.device).manual_seed(seed)
     sums = {"true": 0.0, "last shuffled": 0.0, "all shuffled": 0.0}
     for _ in range(batches):
         b = bank.sample(world, batch_size, cfg.train.seq_len + 1, g)
-        other = b.actions[torch.randperm(batch_size, generator=g)]
+        other = b.actions[torch.randperm(batch_size, generator=g, device=world.device)]
         last = torch.cat([b.actions[:, :-1], other[:, -1:]], 1)
         for name, actions in (("true", b.actions), ("last shuffled", last), ("all shuffled", other)):
             sums[name] += float(model(b.views, actions)["loss"]) / batches
