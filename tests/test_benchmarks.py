@@ -46,3 +46,21 @@ def test_action_use_sees_actions_only_where_the_predictor_reads_them(smoke_cfg, 
     none = au.action_use(tmp_path / "none", batches=2, batch_size=16, seed=0)
     assert none["true"] == none["last shuffled"] == none["all shuffled"]  # no action pathway: nothing changes
     assert both["last shuffled"] != both["true"]
+
+
+def test_view_diagnostics_effective_rank_counts_equal_directions_and_the_ceiling_runs(smoke_cfg):
+    import torch
+
+    from seqjepa.train import build_world
+
+    vd = load("view_diagnostics")
+    basis = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(0)))[0]
+    signs = torch.randint(0, 2, (4096, 3), generator=torch.Generator().manual_seed(1)).float() * 2 - 1
+    rank, top5 = vd.effective_rank(signs @ basis[:3] + 5.0)     # three equal directions, any offset
+    assert abs(rank - 3) < 0.05 and abs(top5 - 1) < 1e-5
+    rank, top5 = vd.effective_rank(torch.randn(4096, 32, generator=torch.Generator().manual_seed(2)))
+    assert 28 < rank <= 32 and top5 < 0.25
+
+    world = build_world(smoke_cfg, torch.device("cpu"), "train")
+    one, many = vd.supervised_ceiling(smoke_cfg, world, torch.device("cpu"), steps=2, views=2, seed=0)
+    assert 0 <= one <= 100 and 0 <= many <= 100
