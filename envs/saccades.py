@@ -76,6 +76,8 @@ class Saccades(World):
         ior: Literal["circle", "square", "none"] = opt(
             "circle", "inhibition of return: a disc (paper), a square box (official code), or none")
         ior_radius: float = opt(16.0, "IoR radius in scene pixels", ge=0.0)
+        inside: bool = opt(False, "the random policy fixates only where the whole glimpse lies inside the scene "
+                                  "(off, as in the paper: glimpses near the edge show black padding)")
 
     name = "saccades: foveal glimpses of a scene chosen by saliency and inhibition of return (PLS, paper 2.4)"
     action_doc = ("relative fixation move (d row, d col) in fractions of the scene side, in [-1, 1]; the new "
@@ -110,6 +112,10 @@ class Saccades(World):
         self.action_high = torch.ones(2, device=self.device)
         g = opts.glimpse
         self._offsets = torch.arange(g, device=self.device, dtype=torch.float32) - g // 2
+        # Fixations whose glimpse (fixation - g//2 .. fixation + g-1 - g//2) stays inside the scene.
+        span = torch.arange(opts.scene_size, device=self.device)
+        ok = (span >= g // 2) & (span <= opts.scene_size - g + g // 2)
+        self._region = (ok[:, None] & ok[None, :]) if opts.inside else None
         self._channels = torch.arange(3, device=self.device)
 
     # --- episodes and fixations ------------------------------------------------------------------------------
@@ -122,6 +128,10 @@ class Saccades(World):
         s = self.options.scene_size
         weights = (self.saliency[episodes] if self.saliency is not None
                    else torch.ones(len(episodes), s, s, device=self.device))
+        if self._region is not None:  # outside the region counts as inhibited, and has no saliency to fall back on
+            weights = weights * self._region
+            inhibition = ~self._region if inhibition is None else inhibition | ~self._region
+            inhibition = inhibition.expand(len(episodes), s, s)
         row, col = sample_fixations(weights, inhibition, g)
         return torch.stack([row, col], 1).float()
 

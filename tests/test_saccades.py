@@ -74,6 +74,21 @@ def test_fixations_never_land_in_inhibited_regions(ior, fixations):
     assert (state["path"] >= 0).all(-1).sum(1).eq(11).all()
 
 
+@pytest.mark.parametrize("fixations", ["saliency", "uniform"])
+def test_inside_keeps_every_glimpse_off_the_padding_even_when_ior_covers_the_region(fixations):
+    world = Saccades(**SMALL, fixations=fixations, inside=True, ior_radius=12)  # 16-px glimpses of 64-px scenes
+    g = gen(4)
+    state = world.reset(64, g)
+    for _ in range(40):                                        # IoR exhausts the 49 x 49 region early on
+        assert (world.render(state).float().amax(1) > 0).float().mean() > 0.999  # no black padding
+        pix = state["params"] * 64
+        assert ((pix >= 8) & (pix <= 56)).all()
+        state = world.step(state, world.sample_action(state, g), g)
+    free = Saccades(**SMALL, fixations=fixations)
+    pix = torch.cat([free.reset(256, gen(s))["params"] for s in range(4)]) * 64
+    assert ((pix < 8) | (pix > 56)).any()                      # without it, glimpses do cross the edge
+
+
 def test_sampling_fallbacks_and_saliency_weighting():
     sal = torch.zeros(2, 8, 8)
     sal[:, 1, 2] = 1.0                                          # one salient pixel
