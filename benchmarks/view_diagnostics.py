@@ -2,7 +2,7 @@
 
     python benchmarks/view_diagnostics.py runs/worlds/saccades runs/worlds/rotatingobjects
 
-For each run folder (its ``latest.pt`` names the world, the bank and the encoder), on the run's own view banks:
+For each run folder of any method (its ``latest.pt`` names the world, the bank and the encoder), on the run's own view banks:
 
 - **effective rank** of the encoder output z on 1024 train-bank views, trained and at a fresh random init of the
   same network (seed ``train.seed``): exp of the entropy of the normalised PCA spectrum, with the share of the
@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     for run in args.runs:
-        trained, cfg, _ = load_model(run / "latest.pt")  # eval mode, frozen, on the run's device
+        trained, cfg, _ = load_model(run / "latest.pt", require_predictor=False)  # eval mode, frozen
         device = next(trained.parameters()).device
         world = build_world(cfg, device, "train")
         bank = build_bank(cfg, world, "train", lambda m: None)

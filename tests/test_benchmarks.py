@@ -64,3 +64,25 @@ def test_view_diagnostics_effective_rank_counts_equal_directions_and_the_ceiling
     world = build_world(smoke_cfg, torch.device("cpu"), "train")
     one, many = vd.supervised_ceiling(smoke_cfg, world, torch.device("cpu"), steps=2, views=2, seed=0)
     assert 0 <= one <= 100 and 0 <= many <= 100
+
+
+def test_view_diagnostics_loads_any_method_while_planning_refuses_a_baseline(smoke_cfg, tmp_path, capsys):
+    import sys
+
+    import pytest
+
+    from agents.plan_eval import load_model
+    from seqjepa.config import apply_overrides
+    from seqjepa.train import train
+
+    apply_overrides(smoke_cfg, ["train.eval_after=false", "model.method=simclr"])
+    train(smoke_cfg, tmp_path / "simclr", log=lambda s: None)
+    with pytest.raises(ValueError, match="'simclr' model without a predictor"):
+        load_model(tmp_path / "simclr" / "latest.pt")
+    vd = load("view_diagnostics")
+    argv, sys.argv = sys.argv, ["view_diagnostics.py", str(tmp_path / "simclr"), "--steps", "0"]
+    try:
+        vd.main()
+    finally:
+        sys.argv = argv
+    assert "effective rank of z on 1024 train-bank views: trained" in capsys.readouterr().out
