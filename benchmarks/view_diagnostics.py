@@ -2,15 +2,17 @@
 
     python benchmarks/view_diagnostics.py runs/worlds/saccades runs/worlds/rotatingobjects
 
-For each run folder of any method (its ``latest.pt`` names the world, the bank and the encoder), on the run's own view banks:
+For each run folder of any method (its ``latest.pt`` names the world, the bank and the encoder), on the run's own
+view banks:
 
-- **effective rank** of the encoder output z on 1024 train-bank views, trained and at a fresh random init of the
-  same network (seed ``train.seed``): exp of the entropy of the normalised PCA spectrum, with the share of the
-  variance in the first 5 components. A low rank is dimensional collapse: few directions left for the probes.
-- **supervised ceiling**: a fresh copy of the encoder trained *with labels* on single train-bank views (a linear
+- **effective rank** of the encoder output z on 1024 train-bank views, trained and at the initialisation the run
+  started from (``train.seed``, as ``run.py eval``'s random init): exp of the entropy of the normalised PCA
+  spectrum, with the share of the variance in the first 5 components. A low rank is dimensional collapse: few
+  directions left for the probes.
+- **supervised ceiling**: that initial encoder trained *with labels* on single train-bank views (a linear
   head, cross-entropy, AdamW at the run's lr and weight decay, batch 128, ``--steps`` steps), scored on the test
-  bank's held-out episodes for one view and for the mean logits of ``--views`` views of an episode. It says how
-  much of the class a view shows, which self-supervised probes cannot be expected to beat.
+  bank's held-out episodes for one view and for the mean logits of ``--views`` views of an episode. It says how much
+  of the class a view shows, which self-supervised probes cannot be expected to beat.
 
 Every number is measured; one line per run and quantity.
 """
@@ -29,7 +31,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.plan_eval import load_model  # noqa: E402
-from seqjepa.train import build_bank, build_model, build_world  # noqa: E402
+from eval.from_checkpoint import model_class  # noqa: E402
+from seqjepa.train import build_bank, build_world  # noqa: E402
 
 
 def effective_rank(z: torch.Tensor) -> tuple[float, float]:
@@ -39,14 +42,17 @@ def effective_rank(z: torch.Tensor) -> tuple[float, float]:
     return float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum())), float(p[:5].sum())
 
 
-def supervised_ceiling(cfg, world, device, steps: int, views: int, seed: int) -> tuple[float, float]:
-    """Test top-1 (%) of a label-trained encoder on one view and on the mean logits of ``views`` views."""
+def supervised_ceiling(model: nn.Module, cfg, world, train, steps: int, views: int, seed: int
+                       ) -> tuple[float, float]:
+    """Test top-1 (%) of ``model``'s encoder (an untrained copy) trained with labels on single views of the
+    ``train`` bank: on one test-bank view and on the mean logits of ``views`` views."""
+    device = next(model.parameters()).device
+    model.train()
     torch.manual_seed(seed)
-    model = build_model(cfg, world).to(device).train()
     head = nn.Linear(model.encoder.out_dim, world.num_classes).to(device)
     opt = torch.optim.AdamW([*model.encoder.parameters(), *head.parameters()], lr=cfg.optim.lr,
                             weight_decay=cfg.optim.weight_decay)
-    train, test = (build_bank(cfg, world, s, lambda m: None) for s in ("train", "test"))
+    test = build_bank(cfg, world, "test", lambda m: None)
     g = torch.Generator(device=train.views.device).manual_seed(seed)
     for _ in range(steps):
         b = train.sample(world, 128, 1, g)
@@ -72,13 +78,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     for run in args.runs:
-        trained, cfg, _ = load_model(run / "latest.pt", require_predictor=False)  # eval mode, frozen
+        trained, cfg, ckpt = load_model(run / "latest.pt", require_predictor=False)  # eval mode, frozen
         device = next(trained.parameters()).device
         world = build_world(cfg, device, "train")
         bank = build_bank(cfg, world, "train", lambda m: None)
         b = bank.sample(world, 1024, 1, torch.Generator(device=bank.views.device).manual_seed(args.seed + 1))
-        torch.manual_seed(cfg.train.seed)
-        fresh = build_model(cfg, world).to(device).eval()
+        torch.manual_seed(cfg.train.seed)  # the initialisation the run started from
+        fresh = model_class(ckpt.get("method", "seqjepa"))(**ckpt["model_hparams"]).to(device).eval()
         with torch.no_grad():
             ranks = {name: effective_rank(m.encode(b.views)[:, 0].float()) for name, m in
                      (("trained", trained), ("random init", fresh))}
@@ -86,7 +92,7 @@ def main() -> None:
             f"{k} {r:.1f} (top-5 PCs {100 * v:.0f} % of variance)" for k, (r, v) in ranks.items()), flush=True)
         if args.steps:
             t = time.perf_counter()
-            one, many = supervised_ceiling(cfg, world, device, args.steps, args.views, args.seed)
+            one, many = supervised_ceiling(fresh, cfg, world, bank, args.steps, args.views, args.seed)
             print(f"{run}: supervised ceiling ({args.steps} steps, batch 128, AdamW lr {cfg.optim.lr:g} wd "
                   f"{cfg.optim.weight_decay:g}, seed {args.seed}, {time.perf_counter() - t:.0f} s): test top-1 "
                   f"{one:.1f} % from one view, {many:.1f} % from the mean logits of {args.views} views "

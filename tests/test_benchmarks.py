@@ -51,7 +51,7 @@ def test_action_use_sees_actions_only_where_the_predictor_reads_them(smoke_cfg, 
 def test_view_diagnostics_effective_rank_counts_equal_directions_and_the_ceiling_runs(smoke_cfg):
     import torch
 
-    from seqjepa.train import build_world
+    from seqjepa.train import build_bank, build_model, build_world
 
     vd = load("view_diagnostics")
     basis = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(0)))[0]
@@ -62,7 +62,9 @@ def test_view_diagnostics_effective_rank_counts_equal_directions_and_the_ceiling
     assert 28 < rank <= 32 and top5 < 0.25
 
     world = build_world(smoke_cfg, torch.device("cpu"), "train")
-    one, many = vd.supervised_ceiling(smoke_cfg, world, torch.device("cpu"), steps=2, views=2, seed=0)
+    train = build_bank(smoke_cfg, world, "train", lambda m: None)
+    model = build_model(smoke_cfg, world)
+    one, many = vd.supervised_ceiling(model, smoke_cfg, world, train, steps=2, views=2, seed=0)
     assert 0 <= one <= 100 and 0 <= many <= 100
 
 
