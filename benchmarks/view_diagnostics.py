@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.plan_eval import load_model  # noqa: E402
-from eval.from_checkpoint import model_class  # noqa: E402
+from eval.from_checkpoint import checkpoint_network  # noqa: E402
 from seqjepa.train import build_bank, build_world  # noqa: E402
 
 
@@ -83,8 +83,7 @@ def main() -> None:
         world = build_world(cfg, device, "train")
         bank = build_bank(cfg, world, "train", lambda m: None)
         b = bank.sample(world, 1024, 1, torch.Generator(device=bank.views.device).manual_seed(args.seed + 1))
-        torch.manual_seed(cfg.train.seed)  # the initialisation the run started from
-        fresh = model_class(ckpt.get("method", "seqjepa"))(**ckpt["model_hparams"]).to(device).eval()
+        fresh = checkpoint_network(ckpt, cfg, trained=False).to(device).eval()
         with torch.no_grad():
             ranks = {name: effective_rank(m.encode(b.views)[:, 0].float()) for name, m in
                      (("trained", trained), ("random init", fresh))}

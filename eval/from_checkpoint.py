@@ -36,6 +36,16 @@ def model_class(method: str) -> type[nn.Module]:
     return method_class(method)
 
 
+def checkpoint_network(ckpt: dict, cfg: Config, *, trained: bool) -> nn.Module:
+    """The checkpoint's network with its trained weights, or at the initialisation its run started from (the
+    "random init" every evaluation compares with: the same classes and hparams after seeding ``train.seed``)."""
+    torch.manual_seed(cfg.train.seed)
+    model = model_class(ckpt.get("method", "seqjepa"))(**ckpt["model_hparams"])
+    if trained:
+        model.load_state_dict(ckpt["model"])
+    return model
+
+
 PLOTS = {"accuracy_vs_m": "eval_accuracy_vs_m.png", "path_integration": "eval_path_integration.png"}
 
 
@@ -80,16 +90,9 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] | None = None, *,
         if world_ood is not None:
             banks["bank_ood"] = build_bank(cfg, world_ood, "test", log)
 
-    def load_model(trained: bool) -> nn.Module:
-        torch.manual_seed(cfg.train.seed)  # the same initialisation the run started from
-        model = model_class(ckpt.get("method", "seqjepa"))(**ckpt["model_hparams"])
-        if trained:
-            model.load_state_dict(ckpt["model"])
-        return model.to(device)
-
-    models = {"trained": load_model(True)}
+    models = {"trained": checkpoint_network(ckpt, cfg, trained=True).to(device)}
     if cfg.eval.random_init_baseline:
-        models["random init"] = load_model(False)
+        models["random init"] = checkpoint_network(ckpt, cfg, trained=False).to(device)
     results = {}
     for name, model in models.items():
         log(f"evaluating {name} ...")
