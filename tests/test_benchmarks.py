@@ -63,9 +63,36 @@ def test_view_diagnostics_effective_rank_counts_equal_directions_and_the_ceiling
 
     world = build_world(smoke_cfg, torch.device("cpu"), "train")
     train = build_bank(smoke_cfg, world, "train", lambda m: None)
+    test = build_bank(smoke_cfg, build_world(smoke_cfg, torch.device("cpu"), "test"), "test", lambda m: None)
     model = build_model(smoke_cfg, world)
-    one, many = vd.supervised_ceiling(model, smoke_cfg, world, train, steps=2, views=2, seed=0)
+    one, many = vd.supervised_ceiling(model, smoke_cfg, world, train, test, steps=2, views=2, seed=0)
     assert 0 <= one <= 100 and 0 <= many <= 100
+
+
+def test_supervised_equivariance_reads_a_visible_action_and_not_a_hidden_one(tmp_path):
+    """Two views that show the action (the saccade's glimpse moves over the scene) give a positive R² once the
+    encoder is trained on it; the same pairs with the relative action drawn at random give none."""
+    import torch
+
+    from envs.sequences import ViewBank
+    from seqjepa.config import apply_overrides, preset
+    from seqjepa.train import build_bank, build_model, build_world
+
+    vd = load("view_diagnostics")
+    smoke_cfg = preset("smoke", "seqjepa/Saccades-v0")
+    apply_overrides(smoke_cfg, [f"world.cache_dir={tmp_path}", "world.options.scene_size=32",
+                                "world.options.glimpse=16", "world.options.per_class=20",
+                                "world.options.num_classes=4", "world.bank_objects=80", "world.bank_views=4"])
+    world = build_world(smoke_cfg, torch.device("cpu"), "train")
+    train = build_bank(smoke_cfg, world, "train", lambda m: None)
+    test = build_bank(smoke_cfg, build_world(smoke_cfg, torch.device("cpu"), "test"), "test", lambda m: None)
+    r2 = vd.supervised_equivariance(build_model(smoke_cfg, world), smoke_cfg, world, train, test, steps=150, seed=0)
+    assert list(r2) == ["position"] and r2["position"] > 0.3
+    g = torch.Generator().manual_seed(0)
+    shuffled = [ViewBank(b.views, b.params[torch.randperm(len(b.params), generator=g)], b.labels, b.episodes)
+                for b in (train, test)]
+    r2 = vd.supervised_equivariance(build_model(smoke_cfg, world), smoke_cfg, world, *shuffled, steps=150, seed=0)
+    assert r2["position"] < 0.1
 
 
 def test_view_diagnostics_loads_any_method_while_planning_refuses_a_baseline(smoke_cfg, tmp_path, capsys):
