@@ -82,6 +82,7 @@ def report(record: dict) -> str:
     protocols = {}
     for r in record["runs"]:
         keys = [("encoder linear probe top-1 %", "linear_probe/encoder"),
+                ("encoder linear probe top-1 % on the clean image", "linear_probe/encoder/clean"),
                 (f"z_agg linear probe top-1 %, M_val={r['m_val']}", f"linear_probe/z_agg/M={r['m_val']}")]
         keys += [(f"relative-action R² ({f}) from [z_1, z_2]", f"equivariance/{f}") for f in r["factors"]]
         keys += [(f"path integration R² ({f}) from [z_agg, a_M], M={m}", f"path_integration/{f}/full/M={m}")

@@ -289,6 +289,10 @@ class Augmentations(World):
             x = torch.where(sol[:, None, None, None] & (x >= 128 / 255), 1 - x, x)
         return (x * 255).round().clamp(0, 255).to(torch.uint8)
 
+    def clean_views(self, episodes: Tensor) -> Tensor:
+        """The images themselves (no crop, jitter, blur or nuisance), uint8 [n, 3, S, S]."""
+        return self._images[episodes.to(self.device)]
+
     def _jitter(self, x: Tensor, f: Tensor, order: Tensor | None) -> Tensor:
         """torchvision ColorJitter with per-view factors [n, 4] applied in each view's own random order.
 

@@ -120,6 +120,14 @@ class World(abc.ABC):
         """What a person sees for ``render()``: by default the view itself, uint8 [n, 3, H', W']."""
         return self.render(state)
 
+    def clean_views(self, episodes: Tensor) -> Tensor | None:
+        """The untransformed image of each episode, uint8 [n, 3, H, W], or None where a world has no such view.
+
+        The augmentation setting probes the class on the clean image (the official code's classifier reads
+        ``enc(orig_img)``); worlds whose every view is a transformation of nothing in particular return None.
+        """
+        return None
+
     def check_action(self, action: Tensor) -> Tensor:
         """Validate shape and finiteness; clip to the action space. Raises ValueError naming the problem."""
         if action.ndim != 2 or action.shape[1] != self.action_dim:

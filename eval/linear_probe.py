@@ -1,18 +1,27 @@
 """Suite ``linear_probe``: top-1 of a linear classifier on z_agg for every M_val, and on the encoder output.
 
-The invariance proxy of the paper (§3.3 item 1): z_agg aggregates the first M views and actions[:, :M-1].
+The invariance proxy of the paper (§3.3 item 1): z_agg aggregates the first M views and actions[:, :M-1]. Where
+the world has clean views (``World.clean_views``: the augmentation world's images before any transformation), the
+encoder is also probed on the clean image of each sequence's episode, as the official code's classifier reads
+``enc(orig_img)`` in the CIFAR-100 / Tiny ImageNet setting.
 
 >>> run(ctx)["linear_probe/z_agg/M=5"]["value"]      # doctest: +SKIP
 87.4
 
-JSON keys: ``linear_probe/z_agg/M={m}`` for m in cfg.m_val, ``linear_probe/encoder``.
+JSON keys: ``linear_probe/z_agg/M={m}`` for m in cfg.m_val, ``linear_probe/encoder``, and
+``linear_probe/encoder/clean`` where the world has clean views.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import Context, classify
+import torch
+from torch import Tensor
+
+from envs import World
+
+from .common import Context, classify, frozen
 
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig
@@ -38,4 +47,23 @@ def run(ctx: Context, prefix: str = "") -> dict[str, dict]:
     out[f"{prefix}linear_probe/encoder"] = classify(
         tr["z"][:, 0], tr["labels"], te["z"][:, 0], te["labels"], ctx, views=1,
         inputs="encoder output z of the first view")
+    clean_tr = clean_features(ctx, ctx.world_train, tr["episodes"])
+    clean_te = clean_features(ctx, ctx.world_test, te["episodes"])
+    if clean_tr is not None and clean_te is not None:
+        out[f"{prefix}linear_probe/encoder/clean"] = classify(
+            clean_tr, tr["labels"], clean_te, te["labels"], ctx, views=1,
+            inputs="encoder output z of the clean image of each sequence's episode (world.clean_views)")
     return out
+
+
+def clean_features(ctx: Context, world: World, episodes: Tensor) -> Tensor | None:
+    """Frozen encoder outputs [N, D] of ``world.clean_views(episodes)`` on the CPU, or None without clean views."""
+    if world.clean_views(episodes[:1]) is None:
+        return None
+    amp = torch.autocast(torch.device(ctx.device).type, dtype=torch.bfloat16, enabled=ctx.autocast)
+    out = []
+    with frozen(ctx.model), amp:
+        for chunk in episodes.split(ctx.cfg.batch_size):
+            views = world.clean_views(chunk).to(ctx.device, non_blocking=True)
+            out.append(ctx.model.encode(views[:, None])[:, 0].float().cpu())
+    return torch.cat(out)

@@ -209,6 +209,7 @@ def test_identity_params_reproduce_the_image():
     s["gray"][:] = False
     s["flip"][:] = False
     assert torch.equal(w.render(s), w._images[s["episode"]])
+    assert torch.equal(w.clean_views(s["episode"]), w.render(s))  # the probes' clean image: no transformation
     s["flip"][:] = True
     assert torch.equal(w.render(s), w._images[s["episode"]].flip(-1))
     s["flip"][:] = False

@@ -312,6 +312,28 @@ def test_evaluate_recovers_visible_factors():
     assert m["equivariance/tint"]["value"] > 0.5  # linear head on a ReLU network's tint: weaker, still clear
 
 
+class CleanToyWorld(ToyWorld):
+    """ToyWorld whose views hide the class (one red level for all) while its clean views show it."""
+
+    def render(self, state):
+        return super().render({**state, "label": torch.zeros_like(state["label"])})
+
+    def clean_views(self, episodes):
+        n = len(episodes)
+        return ToyWorld.render(self, {"label": episodes % self.num_classes, "params": torch.zeros(n, 2)})
+
+
+def test_encoder_probe_on_clean_views_reads_the_clean_image_where_a_world_has_one():
+    torch.manual_seed(0)
+    cfg = small_cfg(m_val=[1], train_sequences=256, test_sequences=128, linear_epochs=40, batch_size=64, lr=3e-3,
+                    val_fraction=0.0, suites=["linear_probe"])
+    m = evaluate(StandIn(), CleanToyWorld("train"), CleanToyWorld("test"), cfg, device="cpu",
+                 log=lambda s: None)["metrics"]
+    assert m["linear_probe/encoder/clean"]["value"] > 80     # the clean image shows the class
+    assert m["linear_probe/encoder"]["value"] < 60           # the views do not (chance: 33 %)
+    assert "world.clean_views" in m["linear_probe/encoder/clean"]["protocol"]["input"]
+
+
 def test_evaluate_bank_and_real_model():
     model = real_model()
     cfg = small_cfg(m_val=[1, 4], train_sequences=48, test_sequences=16, batch_size=16)
