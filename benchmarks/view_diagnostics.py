@@ -117,7 +117,7 @@ def supervised_equivariance(model: nn.Module, cfg, world, train, test, steps: in
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run folders holding latest.pt")
-    p.add_argument("--steps", type=int, default=800, help="supervised training steps (0: skip the ceiling)")
+    p.add_argument("--steps", type=int, default=800, help="supervised training steps of each ceiling (0: skip both)")
     p.add_argument("--views", type=int, default=5, help="views whose logits the multi-view ceiling averages")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
