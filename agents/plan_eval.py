@@ -69,18 +69,17 @@ class PlanConfig:
 def load_model(path: Path, *, require_predictor: bool = True) -> tuple[nn.Module, object, dict]:
     """The trained model of a checkpoint in eval mode, frozen, with its run config and the raw checkpoint; a model
     without an action-conditioned predictor (a baseline) is refused unless ``require_predictor`` is off."""
-    from eval.from_checkpoint import model_class
+    from eval.from_checkpoint import checkpoint_network
     from seqjepa import checkpoint
     from seqjepa.config import Config, from_dict
     from seqjepa.train import resolve_device
 
     ckpt = checkpoint.load(path)
     cfg = from_dict(Config, ckpt["config"])
-    model = model_class(ckpt.get("method", "seqjepa"))(**ckpt["model_hparams"])
+    model = checkpoint_network(ckpt, cfg, trained=True)
     if require_predictor and not has_predictor(model):
         raise ValueError(f"checkpoint {path} is a {ckpt.get('method')!r} model without a predictor; planning "
                          f"(and benchmarks/action_use.py) need a seq-JEPA world model")
-    model.load_state_dict(ckpt["model"])
     model = model.to(resolve_device(cfg.train.device)).eval().requires_grad_(False)
     return model, cfg, ckpt
 

@@ -38,8 +38,10 @@ def model_class(method: str) -> type[nn.Module]:
 
 def checkpoint_network(ckpt: dict, cfg: Config, *, trained: bool) -> nn.Module:
     """The checkpoint's network with its trained weights, or at the initialisation its run started from (the
-    "random init" every evaluation compares with: the same classes and hparams after seeding ``train.seed``)."""
-    torch.manual_seed(cfg.train.seed)
+    "random init" every evaluation compares with: the same classes and hparams after seeding ``train.seed``).
+    Only the random init reseeds the global RNG: trained weights overwrite whatever the construction drew."""
+    if not trained:
+        torch.manual_seed(cfg.train.seed)
     model = model_class(ckpt.get("method", "seqjepa"))(**ckpt["model_hparams"])
     if trained:
         model.load_state_dict(ckpt["model"])
