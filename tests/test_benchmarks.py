@@ -33,6 +33,28 @@ def test_world_learning_report_lists_every_measured_metric_and_nothing_else():
     assert "--set a=1" in text and '`{"scene_size": 64}`' in text
 
 
+def test_world_learning_report_averages_seeds_of_the_same_settings_only():
+    wl = load("world_learning")
+
+    def run(seed, enc, rand, settings=(), clean=None):
+        trained = {"linear_probe/encoder": metric(enc)} | ({"linear_probe/encoder/clean": metric(clean)} if clean
+                                                           else {})
+        random_init = {"linear_probe/encoder": metric(rand)} | ({"linear_probe/encoder/clean": metric(10.0)}
+                                                                if clean else {})
+        return {"env": "seqjepa/Augmentations-v0", "seed": seed, "steps": 1500, "command": "c",
+                "settings": [*settings, f"train.seed={seed}", f"eval.seed={seed}"], "train_s": 1.0, "eval_s": 1.0,
+                "threads": 2, "torch": "2.x", "factors": [], "m_val": 5, "trained": trained, "random_init": random_init}
+
+    text = wl.report({"runs": [run(0, 14.0, 12.0), run(1, 10.0, 12.0, clean=13.0), run(2, 30.0, 12.0, ["x=1"])]})
+    # Seeds 0 and 1 share their settings: means 12.0 vs 12.0, each seed's difference listed.
+    assert "| encoder linear probe top-1 % | 12.0 | 12.0 | +0.0 | +2.0 / -2.0 (seed 0, 1) |" in text
+    # A metric that one seed did not measure is averaged over the seeds that did, and marked for the other.
+    assert "on the clean image | 13.0 | 10.0 | +3.0 | — / +3.0 (seed 0, 1) |" in text
+    # Other settings (x=1) are another block, never mixed into the mean.
+    assert "| encoder linear probe top-1 % | 30.0 | 12.0 | +18.0 | +18.0 (seed 2) |" in text
+    assert text.count("- `seqjepa/Augmentations-v0`, seed ") == 3
+
+
 def test_action_use_sees_actions_only_where_the_predictor_reads_them(smoke_cfg, tmp_path):
     from seqjepa.config import apply_overrides
     from seqjepa.train import train
