@@ -1,6 +1,6 @@
 """Does a trained seq-JEPA predictor use the action? Its loss with the true actions against shuffled ones.
 
-    python benchmarks/action_use.py runs/worlds/rotatingobjects runs/worlds/saccades runs/worlds/augmentations
+    python benchmarks/action_use.py runs/worlds/rotatingobjects-s0 runs/worlds/saccades-s0 runs/worlds/augmentations-s0
 
 For each run: batches of training sequences from the run's own view bank, the model in eval mode, and the mean
 loss (1 - cosine to the target embedding) with (a) the true actions, (b) the last action (the one the predictor

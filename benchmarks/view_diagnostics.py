@@ -1,6 +1,6 @@
 """How much class is in a world's views, and how many directions a trained encoder uses.
 
-    python benchmarks/view_diagnostics.py runs/worlds/saccades runs/worlds/rotatingobjects
+    python benchmarks/view_diagnostics.py runs/worlds/saccades-s0 runs/worlds/rotatingobjects-s0
 
 For each run folder of any method (its ``latest.pt`` names the world, the bank and the encoder), on the run's own
 view banks:
