@@ -75,10 +75,22 @@ def measure(args, command: str) -> dict:
     return {"runs": rows}
 
 
+def _setting(run: dict, name: str) -> int | None:
+    """``run[name]``, or for records written before the field existed, the value its settings list gave."""
+    if name in run:
+        return run[name]
+    given = [o.split("=", 1)[1] for o in run["settings"] if o.startswith(f"train.{name}=")]
+    return int(given[-1]) if given else None
+
+
 def setting_key(run: dict) -> tuple:
     """Runs that differ only in their seed share a key: their figures are averaged in one block of rows."""
     other = sorted(o for o in run["settings"] if not o.startswith(("train.seed=", "eval.seed=", "train.steps=")))
-    return run["env"], run.get("steps"), tuple(other)
+    return run["env"], _setting(run, "steps"), tuple(other)
+
+
+def _num(v: float, pct: bool, signed: bool = False) -> str:
+    return ("+" if signed and v >= 0 else "") + (f"{v:.1f}" if pct else f"{v:.3f}")
 
 
 def report(record: dict) -> str:
@@ -97,7 +109,7 @@ def report(record: dict) -> str:
     for r in record["runs"]:
         groups.setdefault(setting_key(r), []).append(r)
     for runs in groups.values():
-        runs = sorted(runs, key=lambda r: r.get("seed", 0))
+        runs = sorted(runs, key=lambda r: _setting(r, "seed") or 0)
         r = runs[0]
         keys = [("encoder linear probe top-1 %", "linear_probe/encoder"),
                 ("encoder linear probe top-1 % on the clean image", "linear_probe/encoder/clean"),
@@ -105,21 +117,22 @@ def report(record: dict) -> str:
         keys += [(f"relative-action R² ({f}) from [z_1, z_2]", f"equivariance/{f}") for f in r["factors"]]
         keys += [(f"path integration R² ({f}) from [z_agg, a_M], M={m}", f"path_integration/{f}/full/M={m}")
                  for f in r["factors"] for m in (1, 3, 7)]
-        seeds = ", ".join(str(x.get("seed", 0)) for x in runs)
+        seeds = ", ".join(str(_setting(x, "seed")) for x in runs)
         for name, key in keys:
             pairs = [(x["trained"].get(key), x["random_init"].get(key)) for x in runs]
             have = [(a["value"], b["value"]) for a, b in pairs if a is not None and b is not None]
             if not have:
                 continue
-            fmt = (lambda v: f"{v:.1f}") if "top-1" in name else (lambda v: f"{v:.3f}")
-            sign = lambda v: ("+" if v >= 0 else "") + fmt(v)  # noqa: E731
+            pct = "top-1" in name
             a, b = (sum(v) / len(have) for v in zip(*have))
-            each = " / ".join("—" if t is None or u is None else sign(t["value"] - u["value"]) for t, u in pairs)
-            lines.append(f"| {r['env']} | {name} | {fmt(a)} | {fmt(b)} | {sign(a - b)} | {each} (seed {seeds}) |")
+            each = " / ".join("—" if t is None or u is None else _num(t["value"] - u["value"], pct, signed=True)
+                              for t, u in pairs)
+            lines.append(f"| {r['env']} | {name} | {_num(a, pct)} | {_num(b, pct)} | {_num(a - b, pct, signed=True)} "
+                         f"| {each} (seed {seeds}) |")
             protocols.setdefault(key.split("/")[0], next(t for t, u in pairs if t is not None)["protocol"])
     lines.append("\n## Runs\n")
     for r in record["runs"]:
-        lines.append(f"- `{r['env']}`, seed {r.get('seed', 0)}: trained {r['train_s']:.0f} s, evaluated "
+        lines.append(f"- `{r['env']}`, seed {_setting(r, 'seed')}: trained {r['train_s']:.0f} s, evaluated "
                      f"{r['eval_s']:.0f} s ({r['threads']} torch threads, torch {r['torch']}); measured by "
                      f"`{r['command']}`, i.e. `python run.py train --env {r['env']} "
                      f"{' '.join('--set ' + o for o in r['settings'])}`"
@@ -154,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                  *(sys.argv[1:] if argv is None else argv)])
         new = measure(args, command)["runs"]
         rerun = {(r["env"], r["seed"]) for r in new}
-        record["runs"] = sorted([r for r in record["runs"] if (r["env"], r.get("seed", 0)) not in rerun] + new,
-                                key=lambda r: (list(WORLDS).index(r["env"]), r.get("seed", 0)))
+        record["runs"] = sorted([r for r in record["runs"] if (r["env"], _setting(r, "seed")) not in rerun] + new,
+                                key=lambda r: (list(WORLDS).index(r["env"]), _setting(r, "seed") or 0))
         record_path.parent.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps(record, indent=2))
     Path(args.out).write_text(report(record))
