@@ -103,7 +103,12 @@ def _validate_world(cfg: Config) -> None:
     """Build the world once on the CPU so a bad world option fails here, before anything is written."""
     import envs
     from agents import check_agent
-    world = envs.make_world(cfg.world.env, **{**cfg.world.options, "split": "train"})
+    try:
+        world = envs.make_world(cfg.world.env, **{**cfg.world.options, "split": "train"})
+    except ConfigError as e:
+        # Worlds name an option as gym.make's keyword does; here it was set as world.options.NAME.
+        name = str(e).split(":", 1)[0]
+        raise ConfigError(f"world.options.{e}" if name.isidentifier() else str(e)) from None
     if cfg.world.source == "live":
         check_agent(cfg.world.agent, world)  # an agent that does not fit the world fails here too
 

@@ -19,8 +19,10 @@ def run_cli(*args, timeout=300):
     (["train", "--preset", "huge"], "--preset: got 'huge'"),
     (["train", "--env", "seqjepa/Nope-v0"], "world.env: unknown world"),
     (["train", "--env", "no_such_module:X-v0"], "cannot import plug-in module"),
-    (["train", "--set", "world.options.image_size=3"], "image_size"),
-    (["train", "--set", "world.options.colour=1"], "colour"),
+    (["train", "--set", "world.options.image_size=3"], "world.options.image_size: got 3"),
+    (["train", "--set", "world.options.colour=1"], "world.options.colour: unknown key"),
+    (["train", "--env", "seqjepa/Augmentations-v0", "--set", "world.options.source=cifar100"],
+     "world.options.root: got ''"),
     (["eval", "--ckpt", "/nonexistent/latest.pt"], "no such file"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment):
