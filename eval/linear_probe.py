@@ -48,8 +48,8 @@ def run(ctx: Context, prefix: str = "") -> dict[str, dict]:
         tr["z"][:, 0], tr["labels"], te["z"][:, 0], te["labels"], ctx, views=1,
         inputs="encoder output z of the first view")
     clean_tr = clean_features(ctx, ctx.world_train, tr["episodes"])
-    clean_te = clean_features(ctx, ctx.world_test, te["episodes"])
-    if clean_tr is not None and clean_te is not None:
+    clean_te = clean_features(ctx, ctx.world_test, te["episodes"]) if clean_tr is not None else None
+    if clean_te is not None:
         out[f"{prefix}linear_probe/encoder/clean"] = classify(
             clean_tr, tr["labels"], clean_te, te["labels"], ctx, views=1,
             inputs="encoder output z of the clean image of each sequence's episode (world.clean_views)")
@@ -57,13 +57,17 @@ def run(ctx: Context, prefix: str = "") -> dict[str, dict]:
 
 
 def clean_features(ctx: Context, world: World, episodes: Tensor) -> Tensor | None:
-    """Frozen encoder outputs [N, D] of ``world.clean_views(episodes)`` on the CPU, or None without clean views."""
-    if world.clean_views(episodes[:1]) is None:
-        return None
+    """Frozen encoder outputs [N, D] of ``world.clean_views(episodes)`` on the CPU, or None without clean views.
+
+    Sequences repeat episodes (6000 probe sequences over ~1000 images): each distinct image is encoded once.
+    """
+    distinct, index = episodes.unique(return_inverse=True)
     amp = torch.autocast(torch.device(ctx.device).type, dtype=torch.bfloat16, enabled=ctx.autocast)
     out = []
     with frozen(ctx.model), amp:
-        for chunk in episodes.split(ctx.cfg.batch_size):
-            views = world.clean_views(chunk).to(ctx.device, non_blocking=True)
-            out.append(ctx.model.encode(views[:, None])[:, 0].float().cpu())
-    return torch.cat(out)
+        for chunk in distinct.split(ctx.cfg.batch_size):
+            views = world.clean_views(chunk)
+            if views is None:
+                return None
+            out.append(ctx.model.encode(views.to(ctx.device, non_blocking=True)[:, None])[:, 0].float().cpu())
+    return torch.cat(out)[index]
