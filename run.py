@@ -101,14 +101,11 @@ def _load_run_config(run_dir: Path) -> Config:
 
 def _validate_world(cfg: Config) -> None:
     """Build the world once on the CPU so a bad world option fails here, before anything is written."""
-    import envs
+    import torch
+
     from agents import check_agent
-    try:
-        world = envs.make_world(cfg.world.env, **{**cfg.world.options, "split": "train"})
-    except ConfigError as e:
-        # Worlds name an option as gym.make's keyword does; here it was set as world.options.NAME.
-        name = str(e).split(":", 1)[0]
-        raise ConfigError(f"world.options.{e}" if name.isidentifier() else str(e)) from None
+    from seqjepa.train import build_world
+    world = build_world(cfg, torch.device("cpu"), "train")
     if cfg.world.source == "live":
         check_agent(cfg.world.agent, world)  # an agent that does not fit the world fails here too
 

@@ -56,7 +56,7 @@ def build_ood_world(cfg: Config, device: torch.device) -> envs.World | None:
     _, cls = envs.world_class(cfg.world.env)
     if not has_ood_option(cls):
         return None
-    return envs.make_world(cfg.world.env, device=str(device), **{**cfg.world.options, "split": "test", "ood": True})
+    return build_world(cfg, device, "test", ood=True)
 
 
 def evaluate_checkpoint(path: str | Path, overrides: list[str] | None = None, *,

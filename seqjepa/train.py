@@ -118,8 +118,17 @@ def build_model(cfg: Config, world: envs.World) -> nn.Module:
     return build(cfg.model, action_dim=world.action_dim, preset=cfg.preset)
 
 
-def build_world(cfg: Config, device: torch.device, split: str) -> envs.World:
-    return envs.make_world(cfg.world.env, device=str(device), **{**cfg.world.options, "split": split})
+def build_world(cfg: Config, device: torch.device, split: str, **extra) -> envs.World:
+    """The run's world on ``device``: ``cfg.world.options`` with ``split`` (and ``extra``) added.
+
+    A bad option is named as the user set it, ``world.options.NAME`` (worlds name it as gym.make's keyword);
+    messages that already name a path (``world.options.root: ...``) or several fields are left as they are.
+    """
+    try:
+        return envs.make_world(cfg.world.env, device=str(device), **{**cfg.world.options, "split": split, **extra})
+    except ConfigError as e:
+        name = str(e).split(":", 1)[0]
+        raise ConfigError(f"world.options.{e}" if name.isidentifier() else str(e)) from None
 
 
 def free_memory(device: torch.device) -> int | None:

@@ -56,6 +56,10 @@ def test_train_and_eval_smoke(tmp_path):
         assert (run / f).is_file(), f
     assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
     assert "linear_probe/z_agg/M=1" in r.stdout and "tensorboard --logdir" in r.stdout
+    # eval rebuilds the world from the checkpoint's config and --set: a bad option is named as it was set
+    bad = run_cli("eval", "--ckpt", str(run / "latest.pt"), "--set", "world.options.colour=1")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "world.options.colour: unknown key" in bad.stderr, bad.stderr
     # a second run under the same name would overwrite it: refused
     again = run_cli("train", "--preset", "smoke", "--set", f"train.runs_dir={tmp_path}", "--set", "train.name=cli")
     assert again.returncode == 2 and "--resume" in again.stderr
