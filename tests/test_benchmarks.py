@@ -26,7 +26,7 @@ def test_world_learning_report_lists_every_measured_metric_and_nothing_else():
            "random_init": {"linear_probe/encoder": metric(20.0), "equivariance/position": metric(0.625),
                            "path_integration/position/full/M=7": metric(0.1)}}
     text = wl.report({"runs": [run]})
-    assert "| seqjepa/Saccades-v0 | encoder linear probe top-1 % | 31.0 | 20.0 | +11.0 |" in text
+    assert "| seqjepa/Saccades-v0 | — | encoder linear probe top-1 % | 31.0 | 20.0 | +11.0 |" in text
     assert "| relative-action R² (position) from [z_1, z_2] | 0.500 | 0.625 | -0.125 |" in text
     assert "M=7 | 0.800 | 0.100 | +0.700 |" in text
     assert "z_agg linear probe" not in text and "M=3" not in text  # not measured: not reported
@@ -36,23 +36,28 @@ def test_world_learning_report_lists_every_measured_metric_and_nothing_else():
 def test_world_learning_report_averages_seeds_of_the_same_settings_only():
     wl = load("world_learning")
 
-    def run(seed, enc, rand, settings=(), clean=None):
+    def run(seed, enc, rand, settings=(), clean=None, steps=1500):
         trained = {"linear_probe/encoder": metric(enc)} | ({"linear_probe/encoder/clean": metric(clean)} if clean
                                                            else {})
         random_init = {"linear_probe/encoder": metric(rand)} | ({"linear_probe/encoder/clean": metric(10.0)}
                                                                 if clean else {})
-        return {"env": "seqjepa/Augmentations-v0", "seed": seed, "steps": 1500, "command": "c",
+        return {"env": "seqjepa/Augmentations-v0", "seed": seed, "steps": steps, "command": "c",
                 "settings": [*settings, f"train.seed={seed}", f"eval.seed={seed}"], "train_s": 1.0, "eval_s": 1.0,
                 "threads": 2, "torch": "2.x", "factors": [], "m_val": 5, "trained": trained, "random_init": random_init}
 
-    text = wl.report({"runs": [run(0, 14.0, 12.0), run(1, 10.0, 12.0, clean=13.0), run(2, 30.0, 12.0, ["x=1"])]})
+    text = wl.report({"runs": [run(0, 14.0, 12.0), run(1, 10.0, 12.0, clean=13.0), run(2, 30.0, 12.0, ["x=1"]),
+                             run(0, 25.0, 12.0, steps=12000)]})
     # Seeds 0 and 1 share their settings: means 12.0 vs 12.0, each seed's difference listed.
     assert "| encoder linear probe top-1 % | 12.0 | 12.0 | +0.0 | +2.0 / -2.0 (seed 0, 1) |" in text
     # A metric that one seed did not measure is averaged over the seeds that did, and marked for the other.
     assert "on the clean image | 13.0 | 10.0 | +3.0 | — / +3.0 (seed 0, 1) |" in text
     # Other settings (x=1) are another block, never mixed into the mean.
     assert "| encoder linear probe top-1 % | 30.0 | 12.0 | +18.0 | +18.0 (seed 2) |" in text
-    assert text.count("- `seqjepa/Augmentations-v0`, seed ") == 3
+    # So are other step counts, and each block says its steps.
+    assert ("| seqjepa/Augmentations-v0 | 12000 | encoder linear probe top-1 % | 25.0 | 12.0 | +13.0 | +13.0 (seed 0) |"
+            in text)
+    assert "| seqjepa/Augmentations-v0 | 1500 | encoder linear probe top-1 % | 12.0 |" in text
+    assert text.count("- `seqjepa/Augmentations-v0`, seed ") == 4
 
 
 def test_action_use_sees_actions_only_where_the_predictor_reads_them(smoke_cfg, tmp_path):
