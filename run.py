@@ -72,7 +72,6 @@ def cmd_train(args) -> int:
         if (run_dir / "latest.pt").exists():
             raise CliError(f"train.name: run folder {run_dir} already holds a checkpoint; use --resume {run_dir} "
                            f"or another name")
-    _validate_world(cfg)
     ddp.setup(resolve_device(cfg.train.device))  # (idempotent) a resumed run joins torchrun's group here
     if not ddp.is_main():  # the other ranks train alongside rank 0, which reports and evaluates
         train(cfg, run_dir, resume=bool(args.resume), log=lambda msg: None)
@@ -97,17 +96,6 @@ def _load_run_config(run_dir: Path) -> Config:
     data.pop("versions", None)
     data.pop("command", None)
     return from_dict(Config, data)
-
-
-def _validate_world(cfg: Config) -> None:
-    """Build the world once on the CPU so a bad world option fails here, before anything is written."""
-    import torch
-
-    from agents import check_agent
-    from seqjepa.train import build_world
-    world = build_world(cfg, torch.device("cpu"), "train")
-    if cfg.world.source == "live":
-        check_agent(cfg.world.agent, world)  # an agent that does not fit the world fails here too
 
 
 def cmd_eval(args) -> int:

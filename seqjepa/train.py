@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import envs
-from agents import make_agent
+from agents import check_agent, make_agent
 from envs import SequenceSource, ViewBank
 from eval.probes import r2_score
 from eval.tensorboard import end_of_training
@@ -230,7 +230,9 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, stop_after: int |
     channels_last = bf16 if cfg.train.channels_last == "auto" else cfg.train.channels_last == "on"
     torch.manual_seed(cfg.train.seed)
 
-    world = build_world(cfg, device, "train")
+    world = build_world(cfg, device, "train")  # a bad world option fails here, before anything is written
+    if cfg.world.source == "live":
+        check_agent(cfg.world.agent, world)  # so does an agent that does not fit the world
     if cfg.world.source == "bank" and cfg.world.bank_views < cfg.train.seq_len + 1:
         raise ConfigError(f"world.bank_views: got {cfg.world.bank_views}; must be >= train.seq_len + 1 = "
                           f"{cfg.train.seq_len + 1}")
