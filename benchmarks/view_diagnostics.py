@@ -11,8 +11,10 @@ view banks:
   directions left for the probes.
 - **supervised ceiling**: that initial encoder trained *with labels* on single train-bank views (a linear
   head, cross-entropy, AdamW at the run's lr and weight decay, batch 128, ``--steps`` steps), scored on the test
-  bank's held-out episodes for one view and for the mean logits of ``--views`` views of an episode. It says how much
-  of the class a view shows, which self-supervised probes cannot be expected to beat.
+  bank's held-out episodes for one view, for the mean logits of ``--views`` views of an episode, and for the
+  world's clean view of each test episode where it has one (``World.clean_views``: the saccade scene's glimpse on
+  its class object). It says how much of the class a view shows, which self-supervised probes cannot be expected
+  to beat.
 - **supervised equivariance ceiling**: the same initial encoder trained *with the relative action* as target: an
   MLP 256-256 on [z_1, z_2] of two views of an episode regresses ``world.relative`` (standardised, MSE), trained
   with the encoder as above; R² per factor of the world (mean over its dimensions, the equivariance suite's number)
@@ -62,10 +64,11 @@ def _fit(model: nn.Module, head: nn.Module, cfg, steps: int, loss_of) -> None:
     model.eval()
 
 
-def supervised_ceiling(model: nn.Module, cfg, world, train, test, steps: int, views: int, seed: int
-                       ) -> tuple[float, float]:
+def supervised_ceiling(model: nn.Module, cfg, world, train, test, steps: int, views: int, seed: int,
+                       test_world=None) -> tuple[float, float, float | None]:
     """Test top-1 (%) of ``model``'s encoder (trained in place) trained with labels on single views of the
-    ``train`` bank: on one ``test``-bank view and on the mean logits of ``views`` views."""
+    ``train`` bank: on one ``test``-bank view, on the mean logits of ``views`` views, and on the clean view of
+    each of ``test_world``'s episodes (None where it has none: ``World.clean_views``)."""
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     head = nn.Linear(model.encoder.out_dim, world.num_classes).to(device)
@@ -80,9 +83,14 @@ def supervised_ceiling(model: nn.Module, cfg, world, train, test, steps: int, vi
         b = test.sample(world, 2000, views, g)
         logits = torch.stack([head(model.encode(b.views[i:i + 250])) for i in range(0, 2000, 250)])
         logits, labels = logits.flatten(0, 1), b.labels.to(device)
-    one = (logits[:, 0].argmax(-1) == labels).float().mean()
-    many = (logits.mean(1).argmax(-1) == labels).float().mean()
-    return 100 * float(one), 100 * float(many)
+        one = (logits[:, 0].argmax(-1) == labels).float().mean()
+        many = (logits.mean(1).argmax(-1) == labels).float().mean()
+        episodes = torch.arange(test_world.num_episodes) if test_world is not None else None
+        clean = test_world.clean_views(episodes) if test_world is not None else None
+        if clean is not None:
+            pred = torch.cat([head(model.encode(c.to(device)[:, None])[:, 0]).argmax(-1) for c in clean.split(250)])
+            clean = 100 * float((pred == test_world.labels[episodes].to(device)).float().mean())
+    return 100 * float(one), 100 * float(many), clean
 
 
 def supervised_equivariance(model: nn.Module, cfg, world, train, test, steps: int, seed: int
@@ -135,14 +143,16 @@ def main() -> None:
             f"{k} {r:.1f} (top-5 PCs {100 * v:.0f} % of variance)" for k, (r, v) in ranks.items()), flush=True)
         if not args.steps:
             continue
-        test = build_bank(cfg, build_world(cfg, device, "test"), "test", lambda m: None)
+        test_world = build_world(cfg, device, "test")
+        test = build_bank(cfg, test_world, "test", lambda m: None)
         how = (f"{args.steps} steps, batch 128, AdamW lr {cfg.optim.lr:g} wd {cfg.optim.weight_decay:g}, "
                f"seed {args.seed}")
         t = time.perf_counter()
-        one, many = supervised_ceiling(copy.deepcopy(fresh), cfg, world, bank, test, args.steps, args.views,
-                                       args.seed)
+        one, many, clean = supervised_ceiling(copy.deepcopy(fresh), cfg, world, bank, test, args.steps,
+                                              args.views, args.seed, test_world)
+        clean = "" if clean is None else f", {clean:.1f} % from the clean view of each test episode"
         print(f"{run}: supervised ceiling ({how}, {time.perf_counter() - t:.0f} s): test top-1 "
-              f"{one:.1f} % from one view, {many:.1f} % from the mean logits of {args.views} views "
+              f"{one:.1f} % from one view, {many:.1f} % from the mean logits of {args.views} views{clean} "
               f"(chance {100 / world.num_classes:.1f} %)", flush=True)
         t = time.perf_counter()
         r2 = supervised_equivariance(copy.deepcopy(fresh), cfg, world, bank, test, args.steps, args.seed)

@@ -121,10 +121,13 @@ class World(abc.ABC):
         return self.render(state)
 
     def clean_views(self, episodes: Tensor) -> Tensor | None:
-        """The untransformed image of each episode, uint8 [n, 3, H, W], or None where a world has no such view.
+        """One canonical view of each episode that shows its class, uint8 [n, 3, H, W], or None where a world
+        has no such view.
 
-        The augmentation setting probes the class on the clean image (the official code's classifier reads
-        ``enc(orig_img)``); worlds whose every view is a transformation of nothing in particular return None.
+        The augmentation world gives the untransformed image (the official code's classifier reads
+        ``enc(orig_img)``); the saccade world's procedural scenes, the glimpse fixating the class object. The
+        ``linear_probe`` suite also probes the encoder on these views; worlds whose every view is a
+        transformation of nothing in particular return None.
         """
         return None
 

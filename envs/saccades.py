@@ -39,8 +39,8 @@ from torch import Tensor
 from seqjepa.config import ConfigError, opt
 
 from .base import Factor, State, World, split_generator
-from .saliency import classical_saliency, inhibit, sample_fixations, to_probability
-from .scenes import MAX_CLASSES, cluttered_scenes
+from .saliency import classical_saliency, inhibit, object_saliency, sample_fixations, to_probability
+from .scenes import MAX_CLASSES, class_object_places, cluttered_scenes
 
 PATH_LEN = 16  # fixations remembered for render_frame
 LINE, DOT, CURRENT = (255, 220, 0), (255, 40, 40), (40, 255, 40)
@@ -68,9 +68,10 @@ class Saccades(World):
         max_images: int = opt(0, "stl10/folder: use only the first N images (0 = all)", ge=0)
         fixations: Literal["saliency", "uniform"] = opt(
             "saliency", "how the random policy picks fixations: from the saliency map, or uniformly")
-        saliency: Literal["contrast", "spectral"] = opt(
-            "contrast", "classical saliency computed when saliency_maps is empty: centre-surround contrast or "
-                        "spectral residual")
+        saliency: Literal["contrast", "spectral", "object"] = opt(
+            "contrast", "saliency computed when saliency_maps is empty: centre-surround contrast or spectral "
+                        "residual (classical, bottom-up); object (scenes only): a Gaussian on the class object, "
+                        "as people (and DeepGaze, which models them) fixate objects more than clutter")
         saliency_maps: str = opt("", "a .npy of precomputed maps (N, 1, H, W), e.g. the paper's DeepGaze "
                                      "saliency_{split}.npy; '{split}' is replaced by the split")
         ior: Literal["circle", "square", "none"] = opt(
@@ -90,6 +91,9 @@ class Saccades(World):
             raise ConfigError(f"glimpse: got {opts.glimpse}; allowed: <= scene_size ({opts.scene_size})")
         if opts.source != "scenes" and not opts.root:
             raise ConfigError(f"root: got ''; source={opts.source!r} needs root, the folder holding the images")
+        if opts.source != "scenes" and opts.saliency == "object":
+            raise ConfigError(f"saliency: got 'object' with source={opts.source!r}; allowed: 'contrast' or "
+                              f"'spectral' (object needs the procedural scenes, whose objects' places are known)")
         self.options, self.device = opts, torch.device(device)
         if opts.source == "scenes":
             self.images, self.labels, self.saliency = _scene_data(
@@ -197,6 +201,20 @@ class Saccades(World):
         out = F.grid_sample(window, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out.round_().clamp_(0, 255).to(torch.uint8)
 
+    def clean_views(self, episodes: Tensor) -> Tensor | None:
+        """The glimpse fixating each procedural scene's class object, uint8 [n, 3, g, g]; None for image sources,
+        whose objects' places are unknown.
+
+        A saliency-drawn first glimpse often lands on clutter, which shows no class; this view tells an encoder
+        that does not know the class from one that was not shown it.
+        """
+        o = self.options
+        if o.source != "scenes":
+            return None
+        centres, _ = class_object_places(o.num_classes, o.per_class, o.scene_size, o.seed, o.split)
+        pix = (centres.to(self.device)[episodes.to(self.device)] * o.scene_size).floor()  # on the pixel grid
+        return self.render({"episode": episodes.to(self.device), "params": pix / o.scene_size})
+
     def render_frame(self, state: State) -> Tensor:
         """The whole scene with the fixation path (yellow lines, red dots), the current glimpse box and fixation
         (green), uint8 [n, 3, S, S]."""
@@ -248,6 +266,9 @@ def _scene_data(num_classes: int, per_class: int, size: int, seed: int, split: s
     (every gym.make, every split) and the maps are the costly part."""
     images, labels = cluttered_scenes(num_classes, per_class, size, seed, split, class_colours)
     images, labels = images.to(device), labels.to(device)
+    if saliency == "object":
+        centres, radii = class_object_places(num_classes, per_class, size, seed, split)
+        return images, labels, object_saliency(centres.to(device), radii.to(device), size)
     return images, labels, classical_saliency(images, saliency) if saliency else None
 
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .sdf_render import hsv_to_rgb
 
-__all__ = ["cluttered_scenes", "class_design", "SHAPE_NAMES", "TEXTURE_NAMES", "MAX_CLASSES"]
+__all__ = ["cluttered_scenes", "class_object_places", "class_design", "SHAPE_NAMES", "TEXTURE_NAMES", "MAX_CLASSES"]
 
 PI = math.pi
 SPLITS = {"train": 0, "test": 1, "unlabeled": 2}
@@ -88,14 +88,32 @@ def cluttered_scenes(num_classes: int = 10, per_class: int = 100, size: int = 96
     >>> bool((a != b).any())
     True
     """
+    _check(num_classes, per_class, size, split)
+    with _one_thread():
+        return _scenes(num_classes, per_class, size, seed, split, class_colours)[:2]
+
+
+def class_object_places(num_classes: int = 10, per_class: int = 100, size: int = 96, seed: int = 0,
+                        split: str = "train") -> tuple[Tensor, Tensor]:
+    """Centre (row, col) float [N, 2] and radius float [N] of each scene's class object, in fractions of the
+    side: where an observer must look to see the class. The same for either ``class_colours``.
+
+    >>> centres, radii = class_object_places(3, 1, 32, seed=1)
+    >>> centres.shape, bool(((radii >= 0.15) & (radii <= 0.28)).all())
+    (torch.Size([3, 2]), True)
+    """
+    _check(num_classes, per_class, size, split)
+    with _one_thread():
+        return _scenes(num_classes, per_class, size, seed, split, False)[2:]
+
+
+def _check(num_classes: int, per_class: int, size: int, split: str) -> None:
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes: got {num_classes}; allowed: 1..{MAX_CLASSES} (shape x texture pairs)")
     if per_class < 1 or size < 8:
         raise ValueError(f"per_class, size: got {per_class}, {size}; allowed: per_class >= 1, size >= 8")
     if split not in SPLITS:
         raise ValueError(f"split: got {split!r}; allowed: one of {', '.join(map(repr, SPLITS))}")
-    with _one_thread():
-        return _scenes(num_classes, per_class, size, seed, split, class_colours)
 
 
 @contextmanager
@@ -112,7 +130,7 @@ def _one_thread():
 
 @lru_cache(maxsize=8)
 def _scenes(num_classes: int, per_class: int, size: int, seed: int, split: str, class_colours: bool
-            ) -> tuple[Tensor, Tensor]:
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed * 7 + SPLITS[split] + 0x5EED)
     n = num_classes * per_class
     labels = torch.arange(n) % num_classes
@@ -134,7 +152,7 @@ def _scenes(num_classes: int, per_class: int, size: int, seed: int, split: str, 
         canvas = canvas[:, :, pad:pad + size, pad:pad + size]
         noise = 0.025 * torch.randn(canvas.shape, generator=g)
         out[sl] = ((canvas + noise).clamp(0, 1) * 255).round().to(torch.uint8)
-    return out, labels
+    return out, labels, obj["centre"], obj["radius"]
 
 
 def _u(g: torch.Generator, *shape: int, lo: float = 0.0, hi: float = 1.0) -> Tensor:

@@ -1,9 +1,10 @@
 """Suite ``linear_probe``: top-1 of a linear classifier on z_agg for every M_val, and on the encoder output.
 
 The invariance proxy of the paper (§3.3 item 1): z_agg aggregates the first M views and actions[:, :M-1]. Where
-the world has clean views (``World.clean_views``: the augmentation world's images before any transformation), the
-encoder is also probed on the clean image of each sequence's episode, as the official code's classifier reads
-``enc(orig_img)`` in the CIFAR-100 / Tiny ImageNet setting.
+the world has clean views (``World.clean_views``: the augmentation world's images before any transformation, as
+the official code's classifier reads ``enc(orig_img)`` in the CIFAR-100 / Tiny ImageNet setting; the glimpse on the
+class object of a procedural saccade scene), the encoder is also probed on the clean view of each sequence's
+episode.
 
 >>> run(ctx)["linear_probe/z_agg/M=5"]["value"]      # doctest: +SKIP
 87.4
@@ -52,7 +53,7 @@ def run(ctx: Context, prefix: str = "") -> dict[str, dict]:
     if clean_te is not None:
         out[f"{prefix}linear_probe/encoder/clean"] = classify(
             clean_tr, tr["labels"], clean_te, te["labels"], ctx, views=1,
-            inputs="encoder output z of the clean image of each sequence's episode (world.clean_views)")
+            inputs="encoder output z of the clean view of each sequence's episode (world.clean_views)")
     return out
 
 

@@ -26,7 +26,7 @@ def test_world_learning_report_lists_every_measured_metric_and_nothing_else():
            "random_init": {"linear_probe/encoder": metric(20.0), "equivariance/position": metric(0.625),
                            "path_integration/position/full/M=7": metric(0.1)}}
     text = wl.report({"runs": [run]})
-    assert "| seqjepa/Saccades-v0 | — | encoder linear probe top-1 % | 31.0 | 20.0 | +11.0 |" in text
+    assert "| seqjepa/Saccades-v0 | — | `a=1` | encoder linear probe top-1 % | 31.0 | 20.0 | +11.0 |" in text
     assert "| relative-action R² (position) from [z_1, z_2] | 0.500 | 0.625 | -0.125 |" in text
     assert "M=7 | 0.800 | 0.100 | +0.700 |" in text
     assert "z_agg linear probe" not in text and "M=3" not in text  # not measured: not reported
@@ -45,18 +45,19 @@ def test_world_learning_report_averages_seeds_of_the_same_settings_only():
                 "settings": [*settings, f"train.seed={seed}", f"eval.seed={seed}"], "train_s": 1.0, "eval_s": 1.0,
                 "threads": 2, "torch": "2.x", "factors": [], "m_val": 5, "trained": trained, "random_init": random_init}
 
-    text = wl.report({"runs": [run(0, 14.0, 12.0), run(1, 10.0, 12.0, clean=13.0), run(2, 30.0, 12.0, ["x=1"]),
-                             run(0, 25.0, 12.0, steps=12000)]})
+    text = wl.report({"runs": [run(0, 14.0, 12.0), run(1, 10.0, 12.0, clean=13.0),
+                               run(2, 30.0, 12.0, ["world.options.x=1", "eval.suites=[linear_probe]"]),
+                               run(0, 25.0, 12.0, steps=12000)]})
     # Seeds 0 and 1 share their settings: means 12.0 vs 12.0, each seed's difference listed.
     assert "| encoder linear probe top-1 % | 12.0 | 12.0 | +0.0 | +2.0 / -2.0 (seed 0, 1) |" in text
     # A metric that one seed did not measure is averaged over the seeds that did, and marked for the other.
-    assert "on the clean image | 13.0 | 10.0 | +3.0 | — / +3.0 (seed 0, 1) |" in text
-    # Other settings (x=1) are another block, never mixed into the mean.
-    assert "| encoder linear probe top-1 % | 30.0 | 12.0 | +18.0 | +18.0 (seed 2) |" in text
+    assert "on the clean view | 13.0 | 10.0 | +3.0 | — / +3.0 (seed 0, 1) |" in text
+    # Other settings (x=1) are another block, never mixed into the mean, and the block names its world option.
+    assert "| 1500 | `x=1` | encoder linear probe top-1 % | 30.0 | 12.0 | +18.0 | +18.0 (seed 2) |" in text
     # So are other step counts, and each block says its steps.
-    assert ("| seqjepa/Augmentations-v0 | 12000 | encoder linear probe top-1 % | 25.0 | 12.0 | +13.0 | +13.0 (seed 0) |"
-            in text)
-    assert "| seqjepa/Augmentations-v0 | 1500 | encoder linear probe top-1 % | 12.0 |" in text
+    assert ("| seqjepa/Augmentations-v0 | 12000 | — | encoder linear probe top-1 % | 25.0 | 12.0 | +13.0 | +13.0 "
+            "(seed 0) |" in text)
+    assert "| seqjepa/Augmentations-v0 | 1500 | — | encoder linear probe top-1 % | 12.0 |" in text
     assert text.count("- `seqjepa/Augmentations-v0`, seed ") == 4
 
 
@@ -90,10 +91,12 @@ def test_view_diagnostics_effective_rank_counts_equal_directions_and_the_ceiling
 
     world = build_world(smoke_cfg, torch.device("cpu"), "train")
     train = build_bank(smoke_cfg, world, "train", lambda m: None)
-    test = build_bank(smoke_cfg, build_world(smoke_cfg, torch.device("cpu"), "test"), "test", lambda m: None)
+    test_world = build_world(smoke_cfg, torch.device("cpu"), "test")
+    test = build_bank(smoke_cfg, test_world, "test", lambda m: None)
     model = build_model(smoke_cfg, world)
-    one, many = vd.supervised_ceiling(model, smoke_cfg, world, train, test, steps=2, views=2, seed=0)
-    assert 0 <= one <= 100 and 0 <= many <= 100
+    one, many, clean = vd.supervised_ceiling(model, smoke_cfg, world, train, test, steps=2, views=2, seed=0,
+                                             test_world=test_world)
+    assert 0 <= one <= 100 and 0 <= many <= 100 and clean is None   # the objects world has no clean view
 
 
 def test_supervised_equivariance_reads_a_visible_action_and_not_a_hidden_one(tmp_path):
@@ -112,7 +115,11 @@ def test_supervised_equivariance_reads_a_visible_action_and_not_a_hidden_one(tmp
                                 "world.options.num_classes=4", "world.bank_objects=80", "world.bank_views=4"])
     world = build_world(smoke_cfg, torch.device("cpu"), "train")
     train = build_bank(smoke_cfg, world, "train", lambda m: None)
-    test = build_bank(smoke_cfg, build_world(smoke_cfg, torch.device("cpu"), "test"), "test", lambda m: None)
+    test_world = build_world(smoke_cfg, torch.device("cpu"), "test")
+    test = build_bank(smoke_cfg, test_world, "test", lambda m: None)
+    *_, clean = vd.supervised_ceiling(build_model(smoke_cfg, world), smoke_cfg, world, train, test, steps=2, views=2,
+                                      seed=0, test_world=test_world)
+    assert 0 <= clean <= 100                                   # the glimpse on each test scene's class object
     r2 = vd.supervised_equivariance(build_model(smoke_cfg, world), smoke_cfg, world, train, test, steps=150, seed=0)
     assert list(r2) == ["position"] and r2["position"] > 0.3
     g = torch.Generator().manual_seed(0)
