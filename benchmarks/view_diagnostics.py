@@ -65,7 +65,7 @@ def _fit(model: nn.Module, head: nn.Module, cfg, steps: int, loss_of) -> None:
 
 
 def supervised_ceiling(model: nn.Module, cfg, world, train, test, steps: int, views: int, seed: int,
-                       test_world=None) -> tuple[float, float, float | None]:
+                       test_world) -> tuple[float, float, float | None]:
     """Test top-1 (%) of ``model``'s encoder (trained in place) trained with labels on single views of the
     ``train`` bank: on one ``test``-bank view, on the mean logits of ``views`` views, and on the clean view of
     each of ``test_world``'s episodes (None where it has none: ``World.clean_views``)."""
@@ -85,10 +85,10 @@ def supervised_ceiling(model: nn.Module, cfg, world, train, test, steps: int, vi
         logits, labels = logits.flatten(0, 1), b.labels.to(device)
         one = (logits[:, 0].argmax(-1) == labels).float().mean()
         many = (logits.mean(1).argmax(-1) == labels).float().mean()
-        episodes = torch.arange(test_world.num_episodes) if test_world is not None else None
-        clean = test_world.clean_views(episodes) if test_world is not None else None
-        if clean is not None:
-            pred = torch.cat([head(model.encode(c.to(device)[:, None])[:, 0]).argmax(-1) for c in clean.split(250)])
+        episodes = torch.arange(test_world.num_episodes)
+        shown, clean = test_world.clean_views(episodes), None
+        if shown is not None:
+            pred = torch.cat([head(model.encode(c.to(device)[:, None])[:, 0]).argmax(-1) for c in shown.split(250)])
             clean = 100 * float((pred == test_world.labels[episodes].to(device)).float().mean())
     return 100 * float(one), 100 * float(many), clean
 

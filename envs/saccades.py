@@ -96,11 +96,12 @@ class Saccades(World):
                               f"'spectral' (object needs the procedural scenes, whose objects' places are known)")
         self.options, self.device = opts, torch.device(device)
         if opts.source == "scenes":
-            self.images, self.labels, self.saliency = _scene_data(
+            self.images, self.labels, self.saliency, self._object_centres = _scene_data(
                 opts.num_classes, opts.per_class, opts.scene_size, opts.seed, opts.split, opts.class_colours,
                 opts.saliency if opts.fixations == "saliency" and not opts.saliency_maps else "", str(self.device))
             self.num_classes = opts.num_classes
         else:
+            self._object_centres = None  # an image's objects' places are unknown
             images, labels, self.num_classes = _load_images(opts)
             self.images, self.labels = images.to(self.device), labels.to(self.device)
             self.saliency = None
@@ -208,12 +209,11 @@ class Saccades(World):
         A saliency-drawn first glimpse often lands on clutter, which shows no class; this view tells an encoder
         that does not know the class from one that was not shown it.
         """
-        o = self.options
-        if o.source != "scenes":
+        if self._object_centres is None:
             return None
-        centres, _ = class_object_places(o.num_classes, o.per_class, o.scene_size, o.seed, o.split)
-        pix = (centres.to(self.device)[episodes.to(self.device)] * o.scene_size).floor()  # on the pixel grid
-        return self.render({"episode": episodes.to(self.device), "params": pix / o.scene_size})
+        s, episodes = self.options.scene_size, episodes.to(self.device)
+        pix = (self._object_centres[episodes] * s).floor()  # the pixel holding the centre: on the pixel grid
+        return self.render({"episode": episodes, "params": pix / s})
 
     def render_frame(self, state: State) -> Tensor:
         """The whole scene with the fixation path (yellow lines, red dots), the current glimpse box and fixation
@@ -261,15 +261,17 @@ def _paint(frame: Tensor, pts: Tensor, ok: Tensor | None, colour: tuple[int, int
 
 @lru_cache(maxsize=4)
 def _scene_data(num_classes: int, per_class: int, size: int, seed: int, split: str, class_colours: bool,
-                saliency: str, device: str) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Procedural scenes, labels and classical saliency on ``device``, cached: worlds are rebuilt often
-    (every gym.make, every split) and the maps are the costly part."""
+                saliency: str, device: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """Procedural scenes, labels, saliency (classical or on the class objects; None for "") and the class
+    objects' centres, on ``device``; cached: worlds are rebuilt often (every gym.make, every split) and the maps
+    are the costly part."""
     images, labels = cluttered_scenes(num_classes, per_class, size, seed, split, class_colours)
+    centres, radii = (t.to(device) for t in class_object_places(num_classes, per_class, size, seed, split,
+                                                                class_colours))
     images, labels = images.to(device), labels.to(device)
     if saliency == "object":
-        centres, radii = class_object_places(num_classes, per_class, size, seed, split)
-        return images, labels, object_saliency(centres.to(device), radii.to(device), size)
-    return images, labels, classical_saliency(images, saliency) if saliency else None
+        return images, labels, object_saliency(centres, radii, size), centres
+    return images, labels, classical_saliency(images, saliency) if saliency else None, centres
 
 
 def _resize(images: Tensor, size: int, chunk: int = 1024) -> Tensor:

@@ -94,9 +94,10 @@ def cluttered_scenes(num_classes: int = 10, per_class: int = 100, size: int = 96
 
 
 def class_object_places(num_classes: int = 10, per_class: int = 100, size: int = 96, seed: int = 0,
-                        split: str = "train") -> tuple[Tensor, Tensor]:
+                        split: str = "train", class_colours: bool = False) -> tuple[Tensor, Tensor]:
     """Centre (row, col) float [N, 2] and radius float [N] of each scene's class object, in fractions of the
-    side: where an observer must look to see the class. The same for either ``class_colours``.
+    side: where an observer must look to see the class. The same for either ``class_colours``, which only picks
+    the cached draw to read them from (that of the scenes in use).
 
     >>> centres, radii = class_object_places(3, 1, 32, seed=1)
     >>> centres.shape, bool(((radii >= 0.15) & (radii <= 0.28)).all())
@@ -104,7 +105,7 @@ def class_object_places(num_classes: int = 10, per_class: int = 100, size: int =
     """
     _check(num_classes, per_class, size, split)
     with _one_thread():
-        return _scenes(num_classes, per_class, size, seed, split, False)[2:]
+        return _scenes(num_classes, per_class, size, seed, split, class_colours)[2:]
 
 
 def _check(num_classes: int, per_class: int, size: int, split: str) -> None:
