@@ -142,10 +142,10 @@ def cmd_envs(args) -> int:
             print("\n".join("  " + line for line in option_lines(cls.Options)) + "\n")
             continue
         print(f"{env_id}: {cls.name}")
-        print(f"  observation: uint8 views (H, W, 3); gym.make_vec(..., device=...) gives torch batches")
+        print("  observation: uint8 views (H, W, 3); gym.make_vec(..., device=...) gives torch batches")
         print(f"  action: Box{tuple(world.action_low.shape)} in [{world.action_low.min().item():g}, "
               f"{world.action_high.max().item():g}]: {cls.action_doc}")
-        print(f"  factors: " + ", ".join(f"{k} [{f.start}:{f.stop}] ({f.head} probe)" for k, f in world.factors.items()))
+        print("  factors: " + ", ".join(f"{k} [{f.start}:{f.stop}] ({f.head} probe)" for k, f in world.factors.items()))
         print("  options (--set world.options.NAME=VALUE):")
         for line in option_lines(cls.Options):
             print("  " + line)

@@ -162,7 +162,6 @@ def set_field(obj: Any, key: str, value: Any, prefix: str = "") -> None:
 
 def validate(obj: Any, prefix: str = "") -> None:
     """Re-check every field of a (nested) config dataclass."""
-    hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         if dataclasses.is_dataclass(v):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from einops import rearrange
 from torch import nn
 
 # Blocks per stage for each supported depth.
@@ -105,3 +106,13 @@ class ResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
+
+
+def prepare_views(views: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 views [B, T, 3, H, W] → normalised float [B·T, 3, H, W] on ``mean``'s device, the encoder's input."""
+    if views.dtype != torch.uint8:
+        raise TypeError(f"views must be uint8 [B, T, 3, H, W] (0..255); got {views.dtype}")
+    # Move while still uint8: a quarter of the bytes of float32.
+    x = rearrange(views, "b t c h w -> (b t) c h w").to(mean.device, non_blocking=True)
+    x = x.float().div_(255.0).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from seqjepa.encoder import ResNet
+from seqjepa.encoder import ResNet, prepare_views
 
 if TYPE_CHECKING:
     from seqjepa.config import ModelConfig
@@ -174,14 +174,7 @@ class SeqJEPA(nn.Module):
 
     def prepare(self, views: torch.Tensor) -> torch.Tensor:
         """uint8 [B, T, 3, H, W] → normalised float [B·T, 3, H, W] on the model's device."""
-        if views.dtype != torch.uint8:
-            raise TypeError(f"views must be uint8 [B, T, 3, H, W] (0..255); got {views.dtype}")
-        # Move while still uint8: a quarter of the bytes of float32.
-        x = rearrange(views, "b t c h w -> (b t) c h w").to(self.mean.device, non_blocking=True)
-        x = x.float().div_(255.0).sub_(self.mean).div_(self.std)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return prepare_views(views, self.mean, self.std, self.channels_last)
 
     def encode(self, views: torch.Tensor) -> torch.Tensor:
         """Online encoder: uint8 [B, T, 3, H, W] → z [B, T, D]."""

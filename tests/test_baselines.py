@@ -24,11 +24,7 @@ from seqjepa.config import ConfigError, apply_overrides, preset
 TINY = dict(depth=10, width=4, stem="cifar")  # 32-d encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():  # tiny models: a second thread only adds synchronisation on a shared machine
-    threads, _ = torch.get_num_threads(), torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models
 
 
 def views(B=8, T=3, size=16, seed=0):

@@ -16,14 +16,7 @@ from eval import collect, evaluate, fit_classifier, fit_regressor, format_table,
 from seqjepa.config import EvalConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # The probes here are tiny: a second intra-op thread only adds synchronisation, which on a shared
-    # 2-core machine costs ~100x per step. Restored afterwards so other test modules are unaffected.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models
 
 
 # -- a tiny world and a stand-in model ------------------------------------------------------------------------------

@@ -19,13 +19,7 @@ from seqjepa.model import SeqJEPA
 PROTOCOL_KEYS = {"probe", "epochs", "lr", "batch_size", "views", "sampling", "seed"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny probes: a second intra-op thread only adds synchronisation on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models
 
 
 class Blocks(World):
