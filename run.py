@@ -55,7 +55,7 @@ def run_name(cfg: Config) -> str:
 
 def cmd_train(args) -> int:
     from eval.from_checkpoint import evaluate_checkpoint
-    from eval.suite import format_table
+    from eval.suite import format_table, resolve_suites
     from seqjepa import distributed as ddp
     from seqjepa.train import resolve_device, train
 
@@ -73,6 +73,8 @@ def cmd_train(args) -> int:
             raise CliError(f"train.name: run folder {run_dir} already holds a checkpoint; use --resume {run_dir} "
                            f"or another name")
     ddp.setup(resolve_device(cfg.train.device))  # (idempotent) a resumed run joins torchrun's group here
+    if cfg.train.eval_after:
+        resolve_suites(cfg.eval.suites, "eval.suites")  # a bad suite fails before training, not after it
     if not ddp.is_main():  # the other ranks train alongside rank 0, which reports and evaluates
         train(cfg, run_dir, resume=bool(args.resume), log=lambda msg: None)
         return 0

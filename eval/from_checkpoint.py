@@ -73,9 +73,7 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] | None = None, *,
     ckpt = checkpoint.load(path)
     cfg: Config = from_dict(Config, ckpt["config"])
     apply_overrides(cfg, overrides or [])
-    if suites is None:
-        suites = "all" if "all" in cfg.eval.suites else cfg.eval.suites
-    names = resolve_suites(suites)
+    names = resolve_suites(cfg.eval.suites, "eval.suites") if suites is None else resolve_suites(suites)
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.eval.seed)
 

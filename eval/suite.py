@@ -33,6 +33,8 @@ from envs.base import World
 from envs.sequences import ViewBank
 
 from . import equivariance, knn, linear_probe, ood, path_integration, retrieval
+from seqjepa.config import ConfigError
+
 from .common import TEST_SEED_OFFSET, Context, base_protocol, common_protocol, sample_features
 
 if TYPE_CHECKING:
@@ -43,15 +45,18 @@ SUITE_NAMES = tuple(SUITES)
 CORE_SUITES = ("linear_probe", "equivariance")  # what evaluate() runs unless told otherwise (the first suite)
 
 
-def resolve_suites(suites: Sequence[str] | Literal["all"] | None) -> list[str]:
-    """Suite names in canonical order; ``"all"`` or None = every suite. Raises ValueError on unknown names."""
-    if suites is None or suites == "all":
-        return list(SUITE_NAMES)
+def resolve_suites(suites: Sequence[str] | Literal["all"] | None, name: str = "--suite") -> list[str]:
+    """Suite names in canonical order; ``"all"`` or None = every suite. Raises ConfigError, naming the setting
+    ``name``, on unknown names or an empty list."""
     if isinstance(suites, str):
         suites = [suites]
+    if suites is None or "all" in suites:
+        return list(SUITE_NAMES)
     unknown = [s for s in suites if s not in SUITES]
-    if unknown:
-        raise ValueError(f"--suite: got {', '.join(map(repr, unknown))}; allowed: {', '.join(SUITE_NAMES)}")
+    if unknown or not suites:
+        got = ", ".join(map(repr, unknown)) if unknown else "[]"
+        raise ConfigError(f"{name}: got {got}; allowed: 'all' or one or more of {', '.join(SUITE_NAMES)}"
+                          + ("" if suites else " (train.eval_after=false trains without evaluating)"))
     return [s for s in SUITE_NAMES if s in suites]
 
 

@@ -24,6 +24,9 @@ def run_cli(*args, timeout=300):
     (["train", "--env", "seqjepa/Augmentations-v0", "--set", "world.options.source=cifar100"],
      "world.options.root: got ''"),
     (["eval", "--ckpt", "/nonexistent/latest.pt"], "no such file"),
+    # refused before training, not after it
+    (["train", "--set", "eval.suites=[linear_probe,nope]"], "eval.suites: got 'nope'; allowed: 'all' or"),
+    (["train", "--set", "eval.suites=[]"], "eval.suites: got []"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment):
     r = run_cli(*args)

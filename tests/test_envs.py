@@ -144,3 +144,27 @@ def test_view_bank_cache_is_keyed_by_settings(tmp_path):
     ViewBank.cached("w", other, objects=3, views=2, seed=0, cache_dir=str(tmp_path))
     ViewBank.cached("w", world, objects=3, views=3, seed=0, cache_dir=str(tmp_path))
     assert len(list(tmp_path.iterdir())) == 3  # other options or sizes never reuse a bank
+
+
+# Small settings per world, so that each trains in seconds (the smoke preset does the rest).
+FAST = {"seqjepa/Saccades-v0": ["world.options.scene_size=48", "world.options.glimpse=16",
+                                "world.options.per_class=4"],
+        "seqjepa/Augmentations-v0": ["world.options.per_class=4"]}
+
+
+# The default world (rotating objects) is trained and evaluated by the CLI test (test_cli.py), a minute's work.
+@pytest.mark.parametrize("env_id", [w for w in WORLD_IDS if w != "seqjepa/RotatingObjects-v0"])
+def test_every_world_trains_and_evaluates_from_the_launcher(env_id, tmp_path):
+    import json
+
+    import run
+
+    sets = [f"train.runs_dir={tmp_path}", "train.name=w", f"world.cache_dir={tmp_path / 'cache'}", "train.progress=off",
+            *FAST.get(env_id, []), *(f"world.options.{k}={v}" for k, v in small_options(env_id).items())]
+    assert run.main(["train", "--preset", "smoke", "--env", env_id, *sum((["--set", s] for s in sets), [])]) == 0
+    result = json.loads((tmp_path / "w" / "eval.json").read_text())
+    for net in ("trained", "random init"):
+        metrics = result[net]["metrics"]
+        assert 0.0 <= metrics["linear_probe/z_agg/M=1"]["value"] <= 100.0
+        assert any(k.startswith("equivariance/") for k in metrics), sorted(metrics)
+    assert result["trained"]["step"] == 6  # the smoke preset's steps, all trained
