@@ -270,8 +270,10 @@ def _scene_data(num_classes: int, per_class: int, size: int, seed: int, split: s
                                                                 class_colours))
     images, labels = images.to(device), labels.to(device)
     if saliency == "object":
-        return images, labels, object_saliency(centres, radii, size), centres
-    return images, labels, classical_saliency(images, saliency) if saliency else None, centres
+        maps = object_saliency(centres, radii, size)
+    else:
+        maps = classical_saliency(images, saliency) if saliency else None
+    return images, labels, maps, centres
 
 
 def _resize(images: Tensor, size: int, chunk: int = 1024) -> Tensor:

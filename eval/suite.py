@@ -31,10 +31,9 @@ from torch import nn
 
 from envs.base import World
 from envs.sequences import ViewBank
-
-from . import equivariance, knn, linear_probe, ood, path_integration, retrieval
 from seqjepa.config import ConfigError
 
+from . import equivariance, knn, linear_probe, ood, path_integration, retrieval
 from .common import TEST_SEED_OFFSET, Context, base_protocol, common_protocol, sample_features
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
 """The Gymnasium contract, for every registered world."""
+import json
 import warnings
 
 import gymnasium as gym
@@ -8,6 +9,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import envs
+import run
 from envs import SequenceSource, ViewBank
 
 WORLD_IDS = sorted(envs.WORLDS)
@@ -155,10 +157,6 @@ FAST = {"seqjepa/Saccades-v0": ["world.options.scene_size=48", "world.options.gl
 # The default world (rotating objects) is trained and evaluated by the CLI test (test_cli.py), a minute's work.
 @pytest.mark.parametrize("env_id", [w for w in WORLD_IDS if w != "seqjepa/RotatingObjects-v0"])
 def test_every_world_trains_and_evaluates_from_the_launcher(env_id, tmp_path):
-    import json
-
-    import run
-
     sets = [f"train.runs_dir={tmp_path}", "train.name=w", f"world.cache_dir={tmp_path / 'cache'}", "train.progress=off",
             *FAST.get(env_id, []), *(f"world.options.{k}={v}" for k, v in small_options(env_id).items())]
     assert run.main(["train", "--preset", "smoke", "--env", env_id, *sum((["--set", s] for s in sets), [])]) == 0
