@@ -43,8 +43,9 @@ from torch import Tensor
 from seqjepa.config import ConfigError, opt
 
 from .base import Factor, State, World, prunes_work
-from .images import (PROCEDURAL_MAX_CLASSES, ImageSet, cifar100_images, digits_images, load_image_folder,
-                     procedural_images, tiny_imagenet_images)
+from .images import (CIFAR100_MEAN, CIFAR100_STD, PROCEDURAL_MAX_CLASSES, TINY_IMAGENET_MEAN, TINY_IMAGENET_STD,
+                     ImageSet, cifar100_images, digits_images, load_image_folder, procedural_images,
+                     tiny_imagenet_images)
 
 # Per-feature affine map raw -> normalised: (raw - LOW) / SCALE.
 LOW = (0.0, 0.0, 0.0, 0.0, 0.6, 0.6, 0.8, -0.1, 0.0)
@@ -171,6 +172,10 @@ class Augmentations(World):
         self._low = torch.tensor(LOW, device=self.device)
         self._scale = torch.tensor(SCALE, device=self.device)
         self._kernel = blur_kernel_size(opts.image_size)
+        if opts.source == "cifar100":
+            self.pixel_mean, self.pixel_std = CIFAR100_MEAN, CIFAR100_STD
+        elif opts.source == "tinyimagenet":
+            self.pixel_mean, self.pixel_std = TINY_IMAGENET_MEAN, TINY_IMAGENET_STD
 
     @staticmethod
     def _load(o: "Augmentations.Options") -> ImageSet:

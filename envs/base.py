@@ -77,6 +77,11 @@ class World(abc.ABC):
     factors: dict[str, Factor]
     action_low: Tensor       # [action_dim], the bounds of the action space
     action_high: Tensor
+    # Per-channel (R, G, B) statistics the model normalises this world's views with, after scaling them to [0, 1]
+    # (the model stores them, so a checkpoint keeps them). A world over a real dataset sets that dataset's
+    # constants (a class attribute, or per instance where they depend on the options), as the official code does.
+    pixel_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    pixel_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
 
     @abc.abstractmethod
     def reset(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> State:

@@ -97,6 +97,9 @@ class IEBench(World):
                   "rotation+color (d floor hue, d spot hue) in turns, wrapped to [-0.5, 0.5); a step moves to "
                   "the pre-rendered view nearest to the requested action")
     param_names = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
+    # The official normalisation of 3DIEBench (main_transformed_views.py; SIE's constants).
+    pixel_mean = (0.5016, 0.5037, 0.5060)
+    pixel_std = (0.1030, 0.0999, 0.0969)
 
     def __init__(self, options: Options | None = None, device: str | torch.device = "cpu", **kwargs):
         opts = self.resolve_options(options, kwargs)

@@ -111,6 +111,9 @@ class Saccades(World):
             self.saliency = _load_maps(opts, len(self.images)).to(self.device)
         self.num_episodes = len(self.images)
         self.image_size = opts.glimpse
+        if opts.source == "stl10":
+            from .stl10 import STL10_MEAN, STL10_STD
+            self.pixel_mean, self.pixel_std = STL10_MEAN, STL10_STD
         self.param_dim = self.action_dim = 2
         self.factors = {"position": Factor(0, 2, "linear")}
         self.action_low = -torch.ones(2, device=self.device)

@@ -22,11 +22,13 @@ import torch
 from torch import Tensor
 
 __all__ = ["SIDE", "IMAGE_BYTES", "read_images", "read_labels", "load_stl10", "class_names", "load_saliency_maps",
-           "SPLITS"]
+           "SPLITS", "STL10_MEAN", "STL10_STD"]
 
 SIDE = 96
 IMAGE_BYTES = 3 * SIDE * SIDE  # 27648
 SPLITS = ("train", "test", "unlabeled")
+# Per-channel pixel statistics of the paper and the official code (datasets.py, STL10_SalMap).
+STL10_MEAN, STL10_STD = (0.4467, 0.4398, 0.4066), (0.2241, 0.2215, 0.2239)
 
 
 RELEASE = ("the STL-10 binary release (train_X.bin, train_y.bin, test_X.bin, test_y.bin, unlabeled_X.bin, "

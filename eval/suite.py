@@ -123,9 +123,14 @@ def evaluate(model: nn.Module, world_train: World, world_test: World, cfg: EvalC
 
 
 def format_table(results_by_name: dict[str, dict]) -> str:
-    """A markdown table: one column per model, one row per metric (plus a global-R² row for regressions).
+    """A markdown table: one column per model, one row per metric, each metric's ``value``.
 
-    Accepts evaluate() results or their ``"metrics"`` dicts. Missing entries print as an en dash.
+    Regressions show the paper's R² (per dimension, averaged over dimensions). Their pooled ``r2_global`` stays in
+    the results (eval.json), defined in each metric's protocol, and out of the table: its SST is about the grand
+    mean, so predicting each dimension's own mean already scores high where the means differ (a canonical
+    quaternion's w is >= 0 while x, y, z centre on 0: a random-init encoder scored 0.685 on the relative rotation),
+    which misleads beside the paper's number.
+    Accepts evaluate() results or their ``"metrics"`` dicts; missing entries print as an en dash.
 
     >>> r = {"metrics": {"linear_probe/encoder": {"value": 51.234, "protocol": {"unit": "top-1 %"}}}}
     >>> print(format_table({"trained": r, "random init": r}))
@@ -134,16 +139,14 @@ def format_table(results_by_name: dict[str, dict]) -> str:
     | linear_probe/encoder (top-1 %) | 51.23 | 51.23 |
     """
     columns = {name: res.get("metrics", res) for name, res in results_by_name.items()}
-    rows: dict[str, tuple[str, str, str]] = {}  # label -> (metric name, field, unit), in first-seen order
+    rows: dict[str, tuple[str, str]] = {}  # label -> (metric name, unit), in first-seen order
     for metrics in columns.values():
         for name, entry in metrics.items():
             unit = entry.get("protocol", {}).get("unit", "")
-            rows.setdefault(f"{name} ({unit})" if unit else name, (name, "value", unit))
-            if "r2_global" in entry:
-                rows.setdefault(f"{name} (R² global)", (name, "r2_global", "R²"))
+            rows.setdefault(f"{name} ({unit})" if unit else name, (name, unit))
     lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for label, (name, key, unit) in rows.items():
-        cells = [_cell(metrics.get(name, {}).get(key), unit) for metrics in columns.values()]
+    for label, (name, unit) in rows.items():
+        cells = [_cell(metrics.get(name, {}).get("value"), unit) for metrics in columns.values()]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

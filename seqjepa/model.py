@@ -39,6 +39,17 @@ if TYPE_CHECKING:
 
 ActCond = Literal["both", "predictor", "transformer", "none"]
 ACT_CONDS = ("both", "predictor", "transformer", "none")
+ActionBN = Literal["3diebench", "augmentations", "saccades"]
+ACTION_BNS = ("3diebench", "augmentations", "saccades")
+
+
+def normalisation_from_buffers(module: nn.Module, incompatible_keys=None) -> None:
+    """load_state_dict post-hook of SeqJEPA and the baselines: ``hparams`` mean/std follow the loaded buffers.
+
+    A resumed run keeps the normalisation its weights were trained with, even where its world now declares another
+    one, and the checkpoints it writes next must say so."""
+    module.hparams["mean"] = [float(v) for v in module.mean.flatten().tolist()]
+    module.hparams["std"] = [float(v) for v in module.std.flatten().tolist()]
 
 
 def tau_at(step: int, total_steps: int, tau_base: float) -> float:
@@ -115,16 +126,35 @@ class SeqJEPA(nn.Module):
     "predictor" (token action slots zeroed), "transformer" (predictor action slot zeroed) or "none" (no action
     pathway: tokens are z_i alone and the predictor sees z_agg alone, as the official ``act_cond=0``).
     Views are uint8 [B, T, 3, H, W]; ``mean``/``std`` normalise them after scaling to [0, 1].
+
+    ``action_bn`` picks how :meth:`forward` batches the actions through the action BatchNorm. In train mode each
+    call normalises its rows with their own statistics and updates the running ones, so which rows share a call,
+    and in which order the calls come, change the embeddings and the statistics eval mode later uses. The
+    official code (``seq-jepa/src/models.py``) does it one of three ways, by dataset:
+
+    ==================  ===========================================================================================
+    "3diebench"         ``SeqJEPA_Transforms`` given ``rel_latents`` (3DIEBench): first e(a_M) alone (B rows),
+                        then a_1..a_M as one batch (B·M rows), the last token's slot zeroed after projection
+    "augmentations"     ``SeqJEPA_Transforms`` without ``rel_latents`` (CIFAR-100, Tiny ImageNet): as "3diebench"
+                        but the last token's row is a zero action before projection, so it joins the statistics
+    "saccades"          ``SeqJEPA_PLS`` (STL-10, ImageNet): first the B·M token rows (last one a zero action),
+                        then e(a_M) alone (B rows)
+    ==================  ===========================================================================================
+
+    Eval mode does not depend on it. Code that embeds actions itself (:meth:`embed_actions`) batches as it likes.
     """
 
     def __init__(self, *, action_dim: int, depth: Literal[10, 18, 34] = 18, width: int = 64,
                  stem: Literal["imagenet", "cifar"] = "imagenet", act_dim: int = 128, agg_layers: int = 3,
                  agg_heads: int = 4, agg_ff_mult: int = 4, dropout: float = 0.1, pos_emb: bool = False,
                  pred_hidden: int = 1024, act_cond: ActCond = "both", ema: bool = True,
-                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25)):
+                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25),
+                 action_bn: ActionBN = "3diebench"):
         super().__init__()
         if act_cond not in ACT_CONDS:
             raise ValueError(f"act_cond: got {act_cond!r}; allowed: one of {', '.join(map(repr, ACT_CONDS))}")
+        if action_bn not in ACTION_BNS:
+            raise ValueError(f"action_bn: got {action_bn!r}; allowed: one of {', '.join(map(repr, ACTION_BNS))}")
         if act_cond != "none" and (action_dim < 1 or act_dim < 1):
             raise ValueError(f"action_dim and act_dim must be >= 1 with act_cond={act_cond!r}; "
                              f"got {action_dim} and {act_dim}")
@@ -133,8 +163,9 @@ class SeqJEPA(nn.Module):
         self.hparams = dict(action_dim=action_dim, depth=depth, width=width, stem=stem, act_dim=act_dim,
                             agg_layers=agg_layers, agg_heads=agg_heads, agg_ff_mult=agg_ff_mult, dropout=dropout,
                             pos_emb=pos_emb, pred_hidden=pred_hidden, act_cond=act_cond, ema=ema,
-                            mean=[float(m) for m in mean], std=[float(s) for s in std])
+                            mean=[float(m) for m in mean], std=[float(s) for s in std], action_bn=action_bn)
         self.act_cond = act_cond
+        self.action_bn = action_bn
         self.channels_last = False  # set by the trainer; prepare() then hands the encoder channels_last images
 
         self.encoder = ResNet(depth=depth, width=width, stem=stem, zero_init_residual=True)
@@ -160,15 +191,17 @@ class SeqJEPA(nn.Module):
                                        nn.Linear(pred_hidden, D))
         self.register_buffer("mean", torch.tensor(self.hparams["mean"]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(self.hparams["std"]).view(1, 3, 1, 1))
+        self.register_load_state_dict_post_hook(normalisation_from_buffers)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, *, action_dim: int, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                    std: Sequence[float] = (0.25, 0.25, 0.25)) -> SeqJEPA:
-        """Build from a ``ModelConfig`` (``tau_base`` belongs to the trainer: see :func:`tau_at`)."""
+                    std: Sequence[float] = (0.25, 0.25, 0.25), action_bn: ActionBN = "3diebench") -> SeqJEPA:
+        """Build from a ``ModelConfig`` (``tau_base`` belongs to the trainer: see :func:`tau_at`); the
+        normalisation and the action batching come from the world (``seqjepa.train.build_model``)."""
         return cls(action_dim=action_dim, depth=cfg.depth, width=cfg.width, stem=cfg.stem, act_dim=cfg.act_dim,
                    agg_layers=cfg.agg_layers, agg_heads=cfg.agg_heads, agg_ff_mult=cfg.agg_ff_mult,
                    dropout=cfg.dropout, pos_emb=cfg.pos_emb, pred_hidden=cfg.pred_hidden, act_cond=cfg.act_cond,
-                   ema=cfg.ema, mean=mean, std=std)
+                   ema=cfg.ema, mean=mean, std=std, action_bn=action_bn)
 
     # -- the pieces, usable on their own by evaluation code ----------------------------------------------------
 
@@ -195,6 +228,24 @@ class SeqJEPA(nn.Module):
             return None
         a = rearrange(actions, "b t a -> (b t) a").to(self.mean.device, torch.float32)
         return rearrange(self.action_embed(a), "(b t) k -> b t k", b=actions.shape[0])
+
+    def embed_sequence(self, actions: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """[B, M, A] actions → the token embeddings e [B, M, act_dim] and the predictor's e(a_M) [B, act_dim],
+        batched through the action BatchNorm as the official model does (see ``action_bn``); (None, None) when
+        act_cond == "none". Row M of e is never read (the last token's action slot is zero)."""
+        if self.action_embed is None:
+            return None, None
+        a = actions.to(self.mean.device, torch.float32)
+        tokens = a
+        if self.action_bn != "3diebench":
+            # The official augmentation and saccade paths form the token actions as differences of the observed
+            # views' absolute latents, so the last observed view's row is a zero action, and it is in the batch.
+            tokens = torch.cat([a[:, :-1], a.new_zeros(a.shape[0], 1, a.shape[2])], dim=1)
+        if self.action_bn == "saccades":
+            e = self.embed_actions(tokens)
+            return e, self.action_embed(a[:, -1])
+        e_next = self.action_embed(a[:, -1])
+        return self.embed_actions(tokens), e_next
 
     def aggregate(self, z: torch.Tensor, e: torch.Tensor | None = None, *, return_attention: bool = False
                   ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -240,9 +291,9 @@ class SeqJEPA(nn.Module):
         # online encoder under no_grad), whose BatchNorm then normalises the target views as a batch of their own.
         z = self.encode(views[:, :M])
         target = self.encode_target(views[:, M:])[:, 0]
-        e = self.embed_actions(actions)
+        e, e_next = self.embed_sequence(actions)
         z_agg = self.aggregate(z, e)
-        z_hat = self.predict(z_agg, None if e is None else e[:, -1])
+        z_hat = self.predict(z_agg, e_next)
         # float32 so the loss is safe under bf16 autocast.
         loss = 1.0 - F.cosine_similarity(z_hat.float(), target.float(), dim=-1).mean()
         return dict(loss=loss, z=z, z_agg=z_agg, z_hat=z_hat, target=target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -95,8 +96,8 @@ def test_byol_normalised_regression_and_symmetric_pairing():
     torch.manual_seed(0)
     m, v = BYOL(proj_dims=[16, 8], pred_hidden=8, **TINY), views(T=2)
     loss = m(v, torch.zeros(8, 1, 4))["loss"]
-    q = m.predictor(m.projector(m.encoder(m.prepare(v)))).unflatten(0, (8, 2))
-    t = m.target_projector(m.target_encoder(m.prepare(v))).unflatten(0, (8, 2))
+    q = torch.stack([m.predictor(m.projector(m.encoder(m.prepare(v[:, i:i + 1])))) for i in range(2)], 1)
+    t = torch.stack([m.target_projector(m.target_encoder(m.prepare(v[:, i:i + 1]))) for i in range(2)], 1)
     ref = cosine_regression(q[:, 0], t[:, 1]) + cosine_regression(q[:, 1], t[:, 0])
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
 
@@ -187,6 +188,79 @@ def test_ema_targets_update_and_stop_gradients(cls, extra, ema):
     frozen = [p.clone() for p in m.target_encoder.parameters()]
     m.update_target(1.0)  # the end of the τ schedule: the target stops moving
     assert all(torch.equal(a, b) for a, b in zip(frozen, m.target_encoder.parameters()))
+
+
+# -- train-mode BatchNorm batching, against the official forwards ----------------------------------------------------
+def official_loss(name, m, v, a):
+    """The official baseline's training forward (seq-jepa/src/models.py), written out on m's modules and loss
+    helpers: the two-view methods call every network once per view (``encoder(x1)``, ``encoder(x2)``,
+    ``projector(z1)``, ...), so each view is its own BatchNorm batch; VICReg_Traj passes its three views as one
+    batch; Conv_IJEPA encodes and projects all observed patches at once and runs the action projector and the
+    predictor once per patch."""
+    enc = lambda f, x: f(m.prepare(x[:, None]))  # noqa: E731  one view per sequence: [B, 3, H, W] -> [B, D]
+    x1, x2, a1 = v[:, 0], v[:, 1], a[:, 0]
+    if name in ("simclr", "vicreg", "sen", "equimod", "sie"):
+        z1, z2 = enc(m.encoder, x1), enc(m.encoder, x2)
+    if name == "simclr":
+        return nt_xent(m.projector(z1), m.projector(z2), temperature=m.temperature)
+    if name == "vicreg":
+        return vicreg_loss(m.projector(z1), m.projector(z2), **m.weights)[0]
+    if name == "sen":
+        y1, y2 = m.projector(z1), m.projector(z2)
+        y2_hat = m.predictor(torch.cat([m.action_embed(a1), y1], -1))
+        return nt_xent(y2_hat, y2, temperature=m.temperature)
+    if name == "equimod":
+        i1, i2 = m.projector_inv(z1), m.projector_inv(z2)
+        q1, q2 = m.projector_equi(z1), m.projector_equi(z2)
+        q2_hat = m.predictor(torch.cat([m.action_embed(a1), q1], -1))
+        return (nt_xent(i1, i2, temperature=m.temperature)
+                + m.equi_weight * nt_xent(q2_hat, q2, temperature=m.temperature))
+    if name == "sie":
+        k = m.split
+        y_inv = torch.stack([m.projector_inv(z1[:, :k]), m.projector_inv(z2[:, :k])], 1)
+        y_equi = torch.stack([m.projector_equi(z1[:, k:]), m.projector_equi(z2[:, k:])], 1)
+        return sum(m.weights[key] * term for key, term in m.losses(y_inv, y_equi, a1).items())
+    if name == "byol":
+        z1, z2 = enc(m.encoder, x1), enc(m.encoder, x2)
+        y1, y2 = m.projector(z1), m.projector(z2)
+        p1, p2 = m.predictor(y1), m.predictor(y2)
+        with torch.no_grad():
+            t1, t2 = enc(m.target("encoder"), x1), enc(m.target("encoder"), x2)
+            t1, t2 = m.target("projector")(t1), m.target("projector")(t2)
+        return cosine_regression(p1, t2) + cosine_regression(p2, t1)
+    if name == "cond_byol":
+        y2_hat = m.predictor(torch.cat([m.action_embed(a1), m.projector(enc(m.encoder, x1))], -1))
+        with torch.no_grad():
+            t2 = m.target("projector")(enc(m.target("encoder"), x2))
+        return cosine_regression(y2_hat, t2)
+    B = v.shape[0]
+    if name == "vicreg_traj":
+        y = m.projector(m.encoder(m.prepare(v[:, :3]))).reshape(B, 3, -1)
+        return (vicreg_loss(y[:, 0], y[:, 1], **m.weights)[0]
+                + m.traj_weight * trajectory_term(y[:, 0], y[:, 1], y[:, 2]))
+    assert name == "conv_jepa"
+    M = v.shape[1] - 1
+    y = m.projector(m.encoder(m.prepare(v[:, :M]))).reshape(B, M, -1)
+    with torch.no_grad():
+        target = m.target("projector")(enc(m.target("encoder"), v[:, M]))
+    moves = moves_to_last(a)
+    y_hat = [m.predictor(torch.cat([m.action_embed(moves[:, i]), y[:, i]], -1)) for i in range(M)]
+    return pairwise_loss(torch.stack(y_hat, 1), target, m.pair_reduction)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n != "seqjepa"])
+def test_train_mode_batching_matches_the_official_forward(name):
+    """Same weights and inputs, train mode: equal loss and equal BatchNorm running statistics afterwards."""
+    cfg = preset("smoke")
+    apply_overrides(cfg, [f"model.method={name}", "model.width=4"])
+    torch.manual_seed(0)
+    m = build(cfg.model, action_dim=4, preset="smoke").train()
+    ref = copy.deepcopy(m)
+    g = torch.Generator().manual_seed(3)
+    v, a = views(B=8, T=4), torch.randn(8, 3, 4, generator=g)
+    torch.testing.assert_close(m(v, a)["loss"], official_loss(name, ref, v, a))
+    for (key, ours), theirs in zip(m.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(ours, theirs, msg=f"{name}: {key}")
 
 
 # -- registry, presets, interface ----------------------------------------------------------------------------------

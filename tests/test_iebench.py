@@ -134,3 +134,22 @@ def test_pickled_index_needs_a_text_index(tmp_path):
         IEBench(root=str(root))
     (root / "train_images.txt").write_text("\n".join(paths))
     assert IEBench(root=str(root), image_size=16).num_episodes == 2
+
+
+def test_official_normalisation_reaches_the_model(tree):
+    from seqjepa.config import preset
+    from seqjepa.train import build_model
+
+    world = IEBench(root=str(tree), image_size=16)
+    mean, std = (0.5016, 0.5037, 0.5060), (0.1030, 0.0999, 0.0969)  # official main_transformed_views.py
+    assert (world.pixel_mean, world.pixel_std) == (mean, std)
+    cfg = preset("smoke")
+    for method in ("seqjepa", "vicreg"):
+        cfg.model.method = method
+        model = build_model(cfg, world)
+        assert model.hparams["mean"] == pytest.approx(mean) and model.hparams["std"] == pytest.approx(std)
+        views = torch.full((1, 1, 3, 4, 4), 128, dtype=torch.uint8)
+        expected = (128 / 255 - torch.tensor(mean)) / torch.tensor(std)
+        torch.testing.assert_close(model.prepare(views)[0, :, 0, 0], expected)
+    cfg.model.method = "seqjepa"
+    assert build_model(cfg, world).action_bn == "3diebench"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import doctest
 import math
 
@@ -12,7 +13,7 @@ from seqjepa import encoder as encoder_module
 from seqjepa import model as model_module
 from seqjepa.config import preset
 from seqjepa.encoder import BasicBlock, ResNet
-from seqjepa.model import ACT_CONDS, SeqJEPA, tau_at
+from seqjepa.model import ACT_CONDS, ACTION_BNS, SeqJEPA, tau_at
 
 SMALL = dict(action_dim=4, depth=10, width=8, stem="cifar", act_dim=16, agg_layers=2, agg_heads=4,
              pred_hidden=32)  # D = 64, d_model = 80
@@ -129,6 +130,58 @@ def test_token_rule_per_act_cond():
         assert moved == (act_cond != "transformer"), act_cond
 
 
+def official_forward(m: SeqJEPA, views: torch.Tensor, actions: torch.Tensor, path: str):
+    """The official training forward (seq-jepa/src/models.py) written out on m's modules: SeqJEPA_Transforms with
+    rel_latents ("3diebench") or without ("augmentations": actions from the absolute latents), or SeqJEPA_PLS
+    ("saccades"). Returns z_agg, z_hat and the target, with m's BatchNorm buffers updated in the official order."""
+    B, M, A = actions.shape
+    z = m.encoder(m.prepare(views[:, :M])).reshape(B, M, -1)
+    with torch.no_grad():
+        target = m.target_encoder(m.prepare(views[:, M:]))
+    token_rows = actions.clone()
+    if path != "3diebench":  # differences of absolute latents: the last observed token's row is a zero action
+        token_rows[:, -1] = 0.0
+    if path == "saccades":  # PLS projects the token actions first, the target action after
+        e = m.action_embed(token_rows.reshape(B * M, A)).reshape(B, M, -1)
+        e_next = m.action_embed(actions[:, -1])
+    else:  # Transforms projects the target action first, as a batch of its own
+        e_next = m.action_embed(actions[:, -1])
+        e = m.action_embed(token_rows.reshape(B * M, A)).reshape(B, M, -1)
+    e = e.clone()
+    e[:, -1] = 0.0  # zeroed after the projection, in every path
+    x = torch.cat([m.aggregator.agg_token.expand(B, -1, -1), torch.cat([z, e], dim=-1)], dim=1)
+    z_agg = m.aggregator.norm(m.aggregator.transformer(x)[:, 0])
+    return z_agg, m.predictor(torch.cat([z_agg, e_next], dim=-1)), target
+
+
+@pytest.mark.parametrize("path", ACTION_BNS)
+def test_train_mode_action_batchnorm_matches_the_official_forward(path):
+    """Same weights and inputs in train mode: the same z_agg, z_hat and BatchNorm running statistics."""
+    m = small(dropout=0.0, action_bn=path).train()
+    ref, old = copy.deepcopy(m), copy.deepcopy(m)
+    views, actions = batch(B=8, M=3)
+    out = m(views, actions)
+    z_agg, z_hat, target = official_forward(ref, views, actions, path)
+    torch.testing.assert_close(out["z_agg"], z_agg)
+    torch.testing.assert_close(out["z_hat"], z_hat)
+    torch.testing.assert_close(out["target"], target)
+    for (name, ours), theirs in zip(m.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(ours, theirs, msg=name)
+    # One batch of B·M rows with e(a_M) read from it (the former batching) predicts something else.
+    e = old.embed_actions(actions)
+    assert not torch.allclose(old.predict(old.aggregate(old.encode(views[:, :3]), e), e[:, -1]), z_hat, atol=1e-3)
+
+
+def test_action_batching_changes_nothing_in_eval_mode():
+    views, actions = batch()
+    outs = [small(action_bn=path).eval()(views, actions) for path in ACTION_BNS]
+    for out in outs[1:]:
+        for key in ("z_agg", "z_hat", "loss"):
+            torch.testing.assert_close(out[key], outs[0][key])
+    with pytest.raises(ValueError, match="action_bn: got 'sometimes'"):
+        small(action_bn="sometimes")
+
+
 def test_loss_is_one_minus_cosine():
     m = small()
     out = m(*batch())
@@ -233,6 +286,47 @@ def test_hparams_rebuild_and_from_config():
     m2 = SeqJEPA.from_config(cfg, action_dim=4, mean=(0.1, 0.2, 0.3), std=(1, 1, 1))
     assert m2.hparams["width"] == cfg.width and m2.hparams["act_dim"] == cfg.act_dim
     assert m2.hparams["mean"] == [0.1, 0.2, 0.3]
+
+
+def test_checkpoints_without_action_bn_load_and_keep_their_normalisation():
+    old = small(mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6))
+    hparams = {k: v for k, v in old.hparams.items() if k != "action_bn"}  # written before action_bn existed
+    rebuilt = SeqJEPA(**hparams)
+    rebuilt.load_state_dict(old.state_dict())  # strict
+    assert rebuilt.action_bn == "3diebench"
+    # A run resumed under a world that now declares other constants keeps those its weights were trained with.
+    resumed = small(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    resumed.load_state_dict(old.state_dict())
+    assert resumed.hparams["mean"] == pytest.approx([0.1, 0.2, 0.3])
+    assert resumed.hparams["std"] == pytest.approx([0.4, 0.5, 0.6])
+
+
+def test_build_model_takes_normalisation_and_action_batching_from_the_world(tmp_path):
+    import envs
+    from seqjepa.train import build_model
+    from test_augment import write_cifar
+    from test_saccades import write_stl10
+
+    cfg = preset("smoke")
+    write_cifar(tmp_path / "cifar")
+    (tmp_path / "stl").mkdir()
+    write_stl10(tmp_path / "stl")
+    cases = [(envs.make_world("seqjepa/RotatingObjects-v0", image_size=16), (0.5,) * 3, (0.25,) * 3, "3diebench"),
+             (envs.Augmentations(image_size=16, num_classes=2, per_class=2), (0.5,) * 3, (0.25,) * 3,
+              "augmentations"),
+             (envs.Augmentations(source="cifar100", root=str(tmp_path / "cifar"), image_size=16),
+              (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), "augmentations"),
+             (envs.Saccades(source="stl10", root=str(tmp_path / "stl"), scene_size=48, glimpse=16,
+                            fixations="uniform"),
+              (0.4467, 0.4398, 0.4066), (0.2241, 0.2215, 0.2239), "saccades")]
+    for world, mean, std, action_bn in cases:
+        assert (world.pixel_mean, world.pixel_std) == (mean, std), type(world).__name__
+        model = build_model(cfg, world)
+        assert model.hparams["mean"] == pytest.approx(mean) and model.hparams["std"] == pytest.approx(std)
+        torch.testing.assert_close(model.mean.flatten(), torch.tensor(mean))
+        assert model.action_bn == action_bn
+    cfg.model.method = "simclr"
+    assert build_model(cfg, cases[2][0]).hparams["mean"] == pytest.approx(cases[2][1])
 
 
 def test_prepare_normalises_and_channels_last():

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Sequence
 
 from torch import nn
 
 from seqjepa.config import METHODS as METHOD_NAMES
 from seqjepa.config import ConfigError, ModelConfig
-from seqjepa.model import SeqJEPA
+from seqjepa.model import ActionBN, SeqJEPA
 
 from .byol import BYOL
 from .common import Method, resolve_options
@@ -74,17 +75,22 @@ def options(cfg: ModelConfig, preset: str = "paper"):
     return resolve_options(cls.Options, cls.PRESETS, preset, cfg.method_options)
 
 
-def build(cfg: ModelConfig, *, action_dim: int, preset: str = "paper") -> nn.Module:
-    """The network ``cfg.method`` names, for a world with ``action_dim``-d actions, with ``preset``'s head sizes."""
+def build(cfg: ModelConfig, *, action_dim: int, preset: str = "paper", mean: Sequence[float] = (0.5, 0.5, 0.5),
+          std: Sequence[float] = (0.25, 0.25, 0.25), action_bn: ActionBN = "3diebench") -> nn.Module:
+    """The network ``cfg.method`` names, for a world with ``action_dim``-d actions, with ``preset``'s head sizes.
+
+    ``mean``/``std`` normalise the views (the world's ``pixel_mean``/``pixel_std``); ``action_bn`` is seq-JEPA's
+    action batching in training (see :class:`SeqJEPA`): the baselines have one way each, the official one.
+    """
     opts = options(cfg, preset)
     if opts is None:
-        return SeqJEPA.from_config(cfg, action_dim=action_dim)
+        return SeqJEPA.from_config(cfg, action_dim=action_dim, mean=mean, std=std, action_bn=action_bn)
     cls = METHODS[cfg.method]
     params = inspect.signature(cls).parameters
     shared = {k: getattr(cfg, k) for k in SHARED if k in params}
     if "action_dim" in params:
         shared["action_dim"] = action_dim
-    return cls(**shared, **dataclasses.asdict(opts))
+    return cls(**shared, **dataclasses.asdict(opts), mean=mean, std=std)
 
 
 __all__ = ["BYOL", "CondBYOL", "ConvJEPA", "EquiMod", "METHODS", "Method", "SEN", "SIE", "SimCLR", "VICReg",

@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 
 from seqjepa.config import opt
 
-from .common import Method, cosine_regression, per_view, projector
+from .common import Method, cosine_regression, projector, view_by_view
 
 
 @dataclass
@@ -58,14 +57,15 @@ class BYOL(Method):
     def encode_target(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f̄(x) [B, T, D] and ḡ(f̄(x)) [B, T, K] for uint8 views [B, T, …], without gradient (the EMA networks, or
         the online ones when EMA is off)."""
-        z = rearrange(self.target("encoder")(self.prepare(views)), "(b t) d -> b t d", b=views.shape[0])
-        return z, per_view(self.target("projector"), z)
+        encoder = self.target("encoder")
+        z = torch.stack([encoder(self.prepare(views[:, t:t + 1])) for t in range(views.shape[1])], dim=1)
+        return z, view_by_view(self.target("projector"), z)
 
     def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """views uint8 [B, T≥2, …] (0 and 1 are used), actions unused → loss (symmetric), z [B, 2, D]."""
         self.check_views(views, actions, 2, "BYOL")
-        z = self.encode(views[:, :2])
-        p = per_view(self.predictor, per_view(self.projector, z))
+        z = self.encode_views(views[:, :2])
+        p = view_by_view(self.predictor, view_by_view(self.projector, z))
         _, t = self.encode_target(views[:, :2])
         loss = cosine_regression(p[:, 0], t[:, 1]) + cosine_regression(p[:, 1], t[:, 0])
         return dict(loss=loss, z=z)

@@ -27,6 +27,7 @@ from torch import nn
 
 from seqjepa.config import set_field, validate
 from seqjepa.encoder import ResNet, prepare_views
+from seqjepa.model import normalisation_from_buffers
 
 # -- heads ---------------------------------------------------------------------------------------------------------
 
@@ -54,6 +55,15 @@ def projector(in_dim: int, dims: Sequence[int], *, hidden_bias: bool = False, la
 def per_view(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a [N, D] → [N, K] head to [B, T, D] features as one batch of B·T rows → [B, T, K]."""
     return rearrange(head(rearrange(x, "b t d -> (b t) d")), "(b t) k -> b t k", b=x.shape[0])
+
+
+def view_by_view(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a [N, D] → [N, K] head to [B, T, D] features once per view, T batches of B rows → [B, T, K].
+
+    The official baselines call each head once per view (``projector(z1)``, ``projector(z2)``), so in train mode
+    every view is normalised by its own BatchNorm statistics, and the running statistics see view 0, then view 1.
+    """
+    return torch.stack([head(x[:, t]) for t in range(x.shape[1])], dim=1)
 
 
 def action_projector(action_dim: int, act_dim: int) -> nn.Sequential:
@@ -133,6 +143,7 @@ class Method(nn.Module):
         self.ema_pairs: list[tuple[str, str]] = []  # (online, target) attribute names, updated by update_target
         self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, 3, 1, 1))
+        self.register_load_state_dict_post_hook(normalisation_from_buffers)
 
     def encoder_hparams(self) -> dict:
         return dict(depth=self.encoder.depth, width=self.encoder.width, stem=self.encoder.stem,
@@ -145,6 +156,11 @@ class Method(nn.Module):
     def encode(self, views: torch.Tensor) -> torch.Tensor:
         """Online encoder: uint8 [B, T, 3, H, W] → z [B, T, D]. All B·T views form one BatchNorm batch."""
         return rearrange(self.encoder(self.prepare(views)), "(b t) d -> b t d", b=views.shape[0])
+
+    def encode_views(self, views: torch.Tensor) -> torch.Tensor:
+        """Online encoder, one call per view as the official baselines' ``encoder(x1)``, ``encoder(x2)``: uint8
+        [B, T, 3, H, W] → z [B, T, D]; in train mode each view is its own BatchNorm batch of B rows."""
+        return torch.stack([self.encoder(self.prepare(views[:, t:t + 1])) for t in range(views.shape[1])], dim=1)
 
     def add_target(self, name: str, enabled: bool = True) -> None:
         """Register an EMA copy ``target_<name>`` of module ``name`` (no gradient); ``enabled=False`` makes the

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from seqjepa.config import opt
 
-from .common import Method, action_projector, per_view, projector
+from .common import Method, action_projector, per_view, projector, view_by_view
 
 
 def moves_to_last(actions: torch.Tensor) -> torch.Tensor:
@@ -88,8 +88,9 @@ class ConvJEPA(Method):
         self.check_views(views, actions, 2, "Conv-JEPA")
         M = views.shape[1] - 1
         z = self.encode(views[:, :M])
-        # All B·M moves go through the action BatchNorm as one batch (the official code: one batch per i).
-        e = per_view(self.action_embed, moves_to_last(actions.to(z.device, torch.float32)))
-        y_hat = per_view(self.predictor, torch.cat([e, per_view(self.projector, z)], dim=-1))
+        # As the official code: the encoder and projector see all B·M patches as one batch, while the action
+        # projector and the predictor run once per patch i (B rows each), in train mode with their own statistics.
+        e = view_by_view(self.action_embed, moves_to_last(actions.to(z.device, torch.float32)))
+        y_hat = view_by_view(self.predictor, torch.cat([e, per_view(self.projector, z)], dim=-1))
         z_t, y_t = self.encode_target(views[:, M])
         return dict(loss=pairwise_loss(y_hat, y_t, self.pair_reduction), z=z, target=z_t)

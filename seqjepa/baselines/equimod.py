@@ -25,7 +25,7 @@ import torch
 
 from seqjepa.config import opt
 
-from .common import Method, action_projector, nt_xent, per_view, projector
+from .common import Method, action_projector, nt_xent, projector, view_by_view
 
 
 @dataclass
@@ -57,8 +57,8 @@ class EquiMod(Method):
     def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """views uint8 [B, T≥2, …] (0, 1), actions [B, T-1, A] (``actions[:, 0]``) → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "EquiMod")
-        z = self.encode(views[:, :2])
-        y_inv, y_equi = per_view(self.projector_inv, z), per_view(self.projector_equi, z)
+        z = self.encode_views(views[:, :2])
+        y_inv, y_equi = view_by_view(self.projector_inv, z), view_by_view(self.projector_equi, z)
         e = self.action_embed(actions[:, 0].to(z.device, torch.float32))
         y_hat = self.predictor(torch.cat([e, y_equi[:, 0]], dim=-1))
         loss = (nt_xent(y_inv[:, 0], y_inv[:, 1], temperature=self.temperature)

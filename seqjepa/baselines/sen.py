@@ -24,7 +24,7 @@ import torch
 
 from seqjepa.config import opt
 
-from .common import Method, action_projector, nt_xent, per_view, projector
+from .common import Method, action_projector, nt_xent, projector, view_by_view
 
 
 @dataclass
@@ -53,8 +53,8 @@ class SEN(Method):
     def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """views uint8 [B, T≥2, …] (0, 1), actions [B, T-1, A] (``actions[:, 0]``) → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "SEN")
-        z = self.encode(views[:, :2])
-        y = per_view(self.projector, z)
+        z = self.encode_views(views[:, :2])
+        y = view_by_view(self.projector, z)
         e = self.action_embed(actions[:, 0].to(y.device, torch.float32))
         y_hat = self.predictor(torch.cat([e, y[:, 0]], dim=-1))
         return dict(loss=nt_xent(y_hat, y[:, 1], temperature=self.temperature), z=z)

@@ -32,7 +32,7 @@ from torch import nn
 
 from seqjepa.config import opt
 
-from .common import Method, per_view, projector
+from .common import Method, projector, view_by_view
 from .vicreg import covariance_term, variance_term
 
 
@@ -97,8 +97,8 @@ class SIE(Method):
     def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """views uint8 [B, T≥2, …] (0, 1), actions [B, T-1, A] (``actions[:, 0]``, raw) → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "SIE")
-        z = self.encode(views[:, :2])
-        y_inv = per_view(self.projector_inv, z[..., :self.split])
-        y_equi = per_view(self.projector_equi, z[..., self.split:])
+        z = self.encode_views(views[:, :2])
+        y_inv = view_by_view(self.projector_inv, z[..., :self.split])
+        y_equi = view_by_view(self.projector_equi, z[..., self.split:])
         terms = self.losses(y_inv, y_equi, actions[:, 0].to(z.device, torch.float32))
         return dict(loss=sum(self.weights[k] * v for k, v in terms.items()), z=z)

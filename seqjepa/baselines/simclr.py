@@ -23,7 +23,7 @@ import torch
 
 from seqjepa.config import opt
 
-from .common import Method, nt_xent, per_view, projector
+from .common import Method, nt_xent, projector, view_by_view
 
 
 @dataclass
@@ -49,6 +49,6 @@ class SimCLR(Method):
     def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """views uint8 [B, T≥2, 3, H, W] (0 and 1 are used), actions [B, T-1, A] (unused) → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "SimCLR")
-        z = self.encode(views[:, :2])
-        y = per_view(self.projector, z)
+        z = self.encode_views(views[:, :2])
+        y = view_by_view(self.projector, z)
         return dict(loss=nt_xent(y[:, 0], y[:, 1], temperature=self.temperature), z=z)

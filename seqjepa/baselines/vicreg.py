@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from seqjepa.config import opt
 
-from .common import Method, gather, per_view, projector
+from .common import Method, gather, projector, view_by_view
 
 
 def variance_term(y: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -83,7 +83,7 @@ class VICReg(Method):
     def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """views uint8 [B, T≥2, …] (0 and 1 are used), actions unused → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "VICReg")
-        z = self.encode(views[:, :2])
-        y = per_view(self.projector, z)
+        z = self.encode_views(views[:, :2])
+        y = view_by_view(self.projector, z)
         loss, _ = vicreg_loss(y[:, 0], y[:, 1], **self.weights)
         return dict(loss=loss, z=z)

@@ -73,6 +73,8 @@ class VICRegTraj(Method):
     def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """views uint8 [B, T≥3, …] (0, 1, 2 are used), actions unused → loss, z [B, 3, D]."""
         self.check_views(views, actions, 3, "VICReg-Traj")
+        # One batch of 3B rows through encoder and projector: the official VICReg_Traj does the same (unlike the
+        # two-view baselines, which call their networks once per view).
         z = self.encode(views[:, :3])
         y = per_view(self.projector, z)
         loss, _ = vicreg_loss(y[:, 0], y[:, 1], **self.weights)
