@@ -7,6 +7,8 @@ loss (1 - cosine to the target embedding) with (a) the true actions, (b) the las
 is conditioned on) taken from another sequence of the batch, (c) every action of another sequence. If (b) is no
 worse than (a), the predictor ignores where the next view is, and nothing pushes the encoder to be equivariant:
 the relative-action R² then stays at random-init level. Prints one line per run; the numbers are measured.
+The measurement is ``seqjepa.train.action_use``, the one the training loop logs at every log step on its held-out
+batch (TensorBoard ``probe_online/action_use``); "another sequence" is a derangement of the batch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.plan_eval import load_model  # noqa: E402
-from seqjepa.train import build_bank, build_world  # noqa: E402
+from seqjepa.train import action_use as losses_of, build_bank, build_world, derangement  # noqa: E402
 
 
 @torch.no_grad()
@@ -34,10 +36,9 @@ def action_use(run: Path, batches: int, batch_size: int, seed: int) -> dict[str,
     sums = {"true": 0.0, "last shuffled": 0.0, "all shuffled": 0.0}
     for _ in range(batches):
         b = bank.sample(world, batch_size, cfg.train.seq_len + 1, g)
-        other = b.actions[torch.randperm(batch_size, generator=g, device=world.device)]
-        last = torch.cat([b.actions[:, :-1], other[:, -1:]], 1)
-        for name, actions in (("true", b.actions), ("last shuffled", last), ("all shuffled", other)):
-            sums[name] += float(model(b.views, actions)["loss"]) / batches
+        losses = losses_of(model, b.views, b.actions, b.actions[derangement(batch_size, g)], all_shuffled=True)
+        for name, per_sequence in losses.items():
+            sums[name] += float(per_sequence.mean()) / batches
     return sums
 
 
