@@ -321,6 +321,9 @@ class RotatingObjects(World):
         shape_seed: int = opt(0, "seed of the procedural object set")
         canonical_quat: bool = opt(True, "quaternion sign with w >= 0 (q and -q are the same rotation)")
         shadows: bool = opt(True, "soft shadow of the object on the floor (off: ~20% faster renders)")
+        pose_paint: float = opt(0.0, "tint each surface by the direction it faces in the object's own frame (a "
+                                     "normal map mixed into the object's colours; 0 = off, as 3DIEBench)",
+                                ge=0.0, le=1.0)
         nuisances: Literal["per_view", "per_episode"] = opt(
             "per_view", "floor hue and spot light not in the action: fresh every view (3DIEBench) or drawn once "
                         "per episode (only the pose then changes between views)")
@@ -406,4 +409,4 @@ class RotatingObjects(World):
         parts = self._parts[self._objects[state["episode"]]]
         return render(parts, rt.euler_to_matrix(p[:, :3]), floor_rgb=hsv_to_rgb(p[:, 3], .6, .8),
                       light_angles=p[:, 4:6], light_rgb=hsv_to_rgb(p[:, 6], .45, 1.0), size=self.image_size,
-                      shadows=self.options.shadows)
+                      shadows=self.options.shadows, paint=self.options.pose_paint)

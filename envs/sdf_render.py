@@ -184,7 +184,7 @@ def _floor_shadow(geo: Geometry, rot_t: Tensor, light: Tensor, size: int) -> Ten
 
 
 def _render_chunk(parts: Parts, rot: Tensor, floor_rgb: Tensor, light_angles: Tensor, light_rgb: Tensor,
-                  size: int, steps: int, shadows: bool) -> Tensor:
+                  size: int, steps: int, shadows: bool, paint: float = 0.0) -> Tensor:
     device = parts.center.device
     n = rot.shape[0]
     cam, dirs, ray_cols = _camera(size, str(device))
@@ -234,8 +234,11 @@ def _render_chunk(parts: Parts, rot: Tensor, floor_rgb: Tensor, light_angles: Te
         dk = rearrange(geo.parts_at(pts), "n K (m k) -> n K m k", k=4)
         w = torch.softmax(dk.mean(-1).mul_(-1.0 / 0.02), dim=1)       # the taps' mean: the hit point's parts
         dt = geo.union(rearrange(dk, "n K m k -> n K (m k)")).view(n, m, 4)
-        nrm = _unit(rot @ torch.einsum("nmk,kc->ncm", dt, taps))     # world frame
+        nrm_obj = _unit(torch.einsum("nmk,kc->ncm", dt, taps))      # object frame
+        nrm = rot @ nrm_obj                                          # world frame
         albedo = torch.einsum("nkm,nkc->ncm", w, geo.color)
+        if paint:  # the surface's direction in the object's own frame as a colour (a normal map)
+            albedo = torch.lerp(albedo, 0.5 + 0.5 * nrm_obj, paint)
         lh, spot_h = _spot(rot @ ph, light)
         diff = _dot(nrm, lh).clamp_min(0.0) * spot_h
         spec = 0.3 * _dot(nrm, _unit(lh - dw)).clamp_min(0.0) ** 24 * spot_h
@@ -262,7 +265,7 @@ def _one_thread_if(cond: bool):
 
 
 def render(parts: Parts, rot: Tensor, *, floor_rgb: Tensor, light_angles: Tensor, light_rgb: Tensor, size: int,
-           steps: int | None = None, shadows: bool = True, max_rays: int = 1 << 17) -> Tensor:
+           steps: int | None = None, shadows: bool = True, paint: float = 0.0, max_rays: int = 1 << 17) -> Tensor:
     """Render ``n`` views: uint8 ``[n, 3, size, size]`` on the device of ``parts``.
 
     ``rot`` [n, 3, 3] rotates each object (object -> world frame); ``floor_rgb`` and ``light_rgb`` [n, 3] are
@@ -278,12 +281,12 @@ def render(parts: Parts, rot: Tensor, *, floor_rgb: Tensor, light_angles: Tensor
     chunk = max(1, max_rays // (size * size))
     with _one_thread_if(parts.center.device.type == "cpu" and min(n, chunk) * size * size <= SMALL_RENDER):
         if n <= chunk:
-            return _render_chunk(parts, rot, floor_rgb, light_angles, light_rgb, size, steps, shadows)
+            return _render_chunk(parts, rot, floor_rgb, light_angles, light_rgb, size, steps, shadows, paint)
         # Chunks of views with similar part counts waste less work on empty part slots.
         order = torch.argsort(parts.present.sum(1), stable=True)
         parts, rot, floor_rgb, light_angles, light_rgb = (x[order] for x in (parts, rot, floor_rgb, light_angles,
                                                                              light_rgb))
         out = torch.cat([_render_chunk(parts[i:i + chunk], rot[i:i + chunk], floor_rgb[i:i + chunk],
-                                       light_angles[i:i + chunk], light_rgb[i:i + chunk], size, steps, shadows)
+                                       light_angles[i:i + chunk], light_rgb[i:i + chunk], size, steps, shadows, paint)
                          for i in range(0, n, chunk)])
     return out[torch.argsort(order)]

@@ -281,3 +281,26 @@ def test_nuisances_fresh_per_view_or_fixed_per_episode(nuisances):
     same = torch.isclose(s0["params"][:, 3:], s1["params"][:, 3:]).all(1)
     assert bool(same.all()) == (nuisances == "per_episode")
     assert not torch.allclose(s0["params"][:, :3], s1["params"][:, :3])  # the pose moves either way
+
+
+def test_pose_paint_colours_surfaces_by_their_direction_in_the_object_frame():
+    # A red sphere: with paint=1 its colour is the normal map, so turning it a half turn about z swaps the
+    # red-green balance of the visible side (the camera looks along +y); without paint the turn changes nothing.
+    parts, R, kw = scene(size=48)
+    turned = torch.stack([rz(math.pi).float()] * len(R))
+    centre = lambda img: img[0, :, 20:28, 20:28].float().mean((1, 2))  # noqa: E731
+    plain, plain_turned = centre(render(parts, R, **kw)), centre(render(parts, turned, **kw))
+    assert (plain - plain_turned).abs().max() < 3
+    painted, painted_turned = centre(render(parts, R, paint=1.0, **kw)), centre(render(parts, turned, paint=1.0, **kw))
+    assert (painted - painted_turned)[1].abs() > 40  # the side facing the camera went from -y to +y: green
+    assert (painted - plain).abs().max() > 30
+
+
+def test_pose_paint_option_is_validated_and_reaches_the_views():
+    with pytest.raises(ConfigError, match="pose_paint"):
+        RotatingObjects(image_size=16, num_categories=2, instances=5, pose_paint=1.5)
+    views = []
+    for paint in (0.0, 1.0):
+        w = RotatingObjects(image_size=16, num_categories=2, instances=5, pose_paint=paint)
+        views.append(w.render(w.reset(4, torch.Generator().manual_seed(0))).float())
+    assert (views[0] - views[1]).abs().mean() > 1
