@@ -237,8 +237,11 @@ def _render_chunk(parts: Parts, rot: Tensor, floor_rgb: Tensor, light_angles: Te
         nrm_obj = _unit(torch.einsum("nmk,kc->ncm", dt, taps))      # object frame
         nrm = rot @ nrm_obj                                          # world frame
         albedo = torch.einsum("nkm,nkc->ncm", w, geo.color)
-        if paint:  # the surface's direction in the object's own frame as a colour (a normal map)
-            albedo = torch.lerp(albedo, 0.5 + 0.5 * nrm_obj, paint)
+        if paint:
+            # The surface's direction in the object's own frame as a saturated colour (a normal map of gain 1): the
+            # mean colour of a view then follows the viewing direction in that frame (gain 0.5 showed pooled
+            # colour statistics one Euler angle of three; gain 1 shows the other two as well, a little).
+            albedo = torch.lerp(albedo, (0.5 + nrm_obj).clamp_(0.0, 1.0), paint)
         lh, spot_h = _spot(rot @ ph, light)
         diff = _dot(nrm, lh).clamp_min(0.0) * spot_h
         spec = 0.3 * _dot(nrm, _unit(lh - dw)).clamp_min(0.0) ** 24 * spot_h

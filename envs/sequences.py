@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .base import State, World
 
-BANK_FORMAT = 3  # bump when the bank's contents or the renderers change, so old caches are not reused
+BANK_FORMAT = 4  # bump when the bank's contents or the renderers change, so old caches are not reused
 
 
 @dataclasses.dataclass
