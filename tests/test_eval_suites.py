@@ -174,6 +174,50 @@ def test_path_integration_inputs_ablate_what_they_say():
     plain = tiny_model("none").eval()
     x = path_integration.inputs(plain, plain.encode(batch.views).detach(), batch.actions, 2, "full", "cpu")
     torch.testing.assert_close(x[:, -2:], batch.actions[:, 1])
+    # views_only: no action reaches the input; the aggregate of the m + 1 views beside both endpoints
+    seen = path_integration.inputs(model, z, batch.actions, 2, "views_only", "cpu")
+    assert seen.shape == (6, d + 2 * model.dim)
+    torch.testing.assert_close(seen, path_integration.inputs(model, z, torch.randn_like(batch.actions), 2,
+                                                             "views_only", "cpu"))
+    torch.testing.assert_close(seen[:, :d], model.aggregate(z[:, :3], None).detach())
+    torch.testing.assert_close(seen[:, d:], torch.cat([z[:, 0], z[:, 2]], dim=1))
+    with pytest.raises(ValueError, match="m \\+ 1 = 3 views"):
+        path_integration.inputs(model, z[:, :2], batch.actions, 2, "views_only", "cpu")
+
+
+class PositionEncoder(SeqJEPA):
+    """A tiny seq-JEPA whose encoder reports where the bright square of a Blocks view is (its first two dims): an
+    encoder that carries position, as training should make one."""
+
+    def encode(self, views):
+        square = views[:, :, 1].float()                                    # [B, T, 8, 8]
+        mass = square.sum((-1, -2)).clamp_min(1)
+        idx = torch.arange(8, dtype=torch.float32)
+        z = torch.zeros(*views.shape[:2], self.dim)
+        z[..., 0] = (square.sum(-1) * idx).sum(-1) / mass
+        z[..., 1] = (square.sum(-2) * idx).sum(-1) / mass
+        return z
+
+
+def test_path_integration_views_only_needs_vision_that_carries_position(short_paths):
+    """The learned part: with noise views (nothing visible says where the observer is) views_only finds nothing
+    while full still reads the actions (the paper's protocol, solved without vision); with an encoder that carries
+    position, views_only reads the move from the views alone."""
+    cfg = tiny_cfg(m_val=[1], train_sequences=384, test_sequences=128, linear_epochs=40, batch_size=64, lr=1e-2)
+    blind = evaluate(tiny_model(), Blocks("train", noise=True), Blocks("test", noise=True), cfg, device="cpu",
+                     suites=["path_integration"], log=lambda s: None)["metrics"]
+    assert blind["path_integration/position/full/M=2"]["value"] > 0.8           # actions alone do it
+    assert blind["path_integration/position/views_only/M=2"]["value"] < 0.2
+    torch.manual_seed(0)
+    sighted = PositionEncoder(action_dim=2, depth=10, width=4, stem="cifar", act_dim=8, agg_layers=1, agg_heads=2,
+                              pred_hidden=16)
+    seen = evaluate(sighted, Blocks("train"), Blocks("test"), cfg, device="cpu", suites=["path_integration"],
+                    log=lambda s: None)["metrics"]
+    entry = seen["path_integration/position/views_only/M=2"]
+    assert entry["value"] > 0.5, entry["value"]
+    assert entry["protocol"]["condition"] == "views_only" and entry["protocol"]["views"] == 3
+    assert entry["protocol"]["action_input"].startswith("none")
+    assert seen["path_integration/position/full/M=2"]["protocol"]["protocol"] == "paper Fig. 6"
 
 
 # -- retrieval and k-NN ------------------------------------------------------------------------------------------------
