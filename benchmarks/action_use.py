@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.plan_eval import load_model  # noqa: E402
-from seqjepa.train import action_use as losses_of, build_bank, build_world, derangement  # noqa: E402
+from seqjepa.model import action_use as losses_of, derangement  # noqa: E402
+from seqjepa.train import build_bank, build_world  # noqa: E402
 
 
 @torch.no_grad()

@@ -127,14 +127,14 @@ def accuracy_vs_m(results_by_model: dict[str, dict]) -> Image.Image | None:
 
 
 def path_integration_plot(res: dict) -> Image.Image | None:
-    """R² of path integration against M for every factor and condition (ablations dashed)."""
+    """R² of path integration against M for every factor and condition (all but ``full`` dashed)."""
     metrics = res.get("metrics", res)
     keys = sorted({k.rsplit("/M=", 1)[0] for k in metrics if k.startswith("path_integration/")})
     series = {k.removeprefix("path_integration/"): _by_m(metrics, re.escape(k) + r"/M=(\d+)") for k in keys}
     if not series:
         return None
     dashed = [k for k in series if not k.endswith("/full")]
-    return line_plot(series, title="path integration: R² of x_1 -> x_{M+1} from [z_agg, a_M]", xlabel="M",
+    return line_plot(series, title="path integration: R² of x_1 -> x_{M+1} (views_only: no action given)", xlabel="M",
                      ylabel="R²", dashed=dashed)
 
 

@@ -4,6 +4,7 @@ Suites, one module each (see its docstring for the protocol and the JSON keys it
 
     linear_probe      top-1 of a linear classifier on z_agg (every M_val) and on the encoder output
     equivariance      R² per factor of the relative action from [z_1, z_2]; absolute R² from one view
+    action_use        the predictor's loss with another sequence's next action over its loss with the true one
     path_integration  R² of the action x_1 → x_{M+1} from [z_agg, a_M], M = 1…7, with the paper's two ablations
     ood               linear_probe + equivariance scored on out-of-distribution test views (worlds with ``ood``)
     retrieval         MRR / Hit@1 / Hit@5 of the predictor's output among the object's views (SIE)
@@ -33,13 +34,13 @@ from envs.base import World
 from envs.sequences import ViewBank
 from seqjepa.config import ConfigError
 
-from . import equivariance, knn, linear_probe, ood, path_integration, retrieval
+from . import action_use, equivariance, knn, linear_probe, ood, path_integration, retrieval
 from .common import TEST_SEED_OFFSET, Context, base_protocol, common_protocol, sample_features
 
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig
 
-SUITES = {m.NAME: m for m in (linear_probe, equivariance, path_integration, ood, retrieval, knn)}
+SUITES = {m.NAME: m for m in (linear_probe, equivariance, action_use, path_integration, ood, retrieval, knn)}
 SUITE_NAMES = tuple(SUITES)
 CORE_SUITES = ("linear_probe", "equivariance")  # what evaluate() runs unless told otherwise (the first suite)
 

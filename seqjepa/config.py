@@ -344,7 +344,8 @@ class EvalConfig:
     seed: int = opt(0, "seed for probe data and heads")
     random_init_baseline: bool = opt(True, "also evaluate the same network at random initialisation")
     suites: list[str] = opt(["all"], "suites run after training and by `run.py eval` without --suite: all, or "
-                                     "names from linear_probe, equivariance, path_integration, ood, retrieval, knn")
+                                     "names from linear_probe, equivariance, action_use, path_integration, ood, retrieval, "
+                                     "knn")
 
 
 @dataclass
@@ -387,7 +388,7 @@ PRESETS: dict[str, dict] = {
         "optim": {"lr": 2e-3, "final_lr": 2e-3, "weight_decay": 0.05, "warmup_steps": 100},
         "train": {"steps": 2000, "batch_size": 32, "channels_last": "on"},
         "eval": {"train_sequences": 6000, "test_sequences": 1000, "linear_epochs": 40, "mlp_epochs": 40,
-                 "mlp_hidden": 256, "batch_size": 128, "suites": ["linear_probe", "equivariance"]},
+                 "mlp_hidden": 256, "batch_size": 128, "suites": ["linear_probe", "equivariance", "action_use"]},
     },
     # The paper's 3DIEBench setting (Table 1): ResNet-18, 128x128, batch 512, M_tr=3; for a GPU.
     "paper": {

@@ -321,3 +321,37 @@ class SeqJEPA(nn.Module):
             else:
                 decay.append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation of range(n) without fixed points (n >= 2): one cycle through a random order."""
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    other = torch.empty_like(order)
+    other[order] = order.roll(-1)
+    return other
+
+
+def action_use(model: SeqJEPA, views: torch.Tensor, actions: torch.Tensor, shuffled: torch.Tensor, *,
+               all_shuffled: bool = False, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Does a seq-JEPA predictor use the action? Per-sequence losses 1 − cos(ẑ, target) [B] with the true actions
+    ("true"), with the last action a_M (the one the predictor is conditioned on) replaced by ``shuffled[:, -1]``,
+    another sequence's, the tokens' actions unchanged ("last shuffled"), and optionally with every action replaced
+    by ``shuffled``'s ("all shuffled"). ``out`` is ``model(views, actions)`` if the caller already has it.
+
+    The ratio of the "last shuffled" and "true" means is the action use: ≈ 1 when the predictor ignores where the
+    next view is. Call it with the model in eval mode: the action BatchNorm then embeds each
+    row on its own, so swapping a_M changes only the predictor's input, and the encoders run once.
+    """
+    out = model(views, actions) if out is None else out
+    target = out["target"].float()
+
+    def loss(z_hat: torch.Tensor) -> torch.Tensor:
+        return 1.0 - F.cosine_similarity(z_hat.float(), target, dim=-1)  # SeqJEPA.forward's loss, per sequence
+
+    e_last = model.embed_actions(shuffled[:, -1:])
+    losses = {"true": loss(out["z_hat"]),
+              "last shuffled": loss(model.predict(out["z_agg"], None if e_last is None else e_last[:, 0]))}
+    if all_shuffled:
+        e = model.embed_actions(shuffled)
+        losses["all shuffled"] = loss(model.predict(model.aggregate(out["z"], e), None if e is None else e[:, -1]))
+    return losses

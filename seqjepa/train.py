@@ -44,7 +44,7 @@ from eval.tensorboard import end_of_training
 from . import checkpoint
 from . import distributed as ddp
 from .config import Config, ConfigError, to_dict
-from .model import SeqJEPA, tau_at
+from .model import SeqJEPA, action_use, derangement, tau_at
 
 
 class TrainingDiverged(RuntimeError):
@@ -109,18 +109,11 @@ class OnlineProbes(nn.Module):
     cpu preset, step 800 of a 12000-step schedule: 0.37 against the suite's 0.52 on the same sequences) and meets
     it once the features settle (step 800 of 800: 0.60 against 0.58).
 
-    It used to be scored on the training batch itself (R² over 8-32 rows, averaged since the last log) on raw
-    features and raw targets. That number was not ≈ 0 by construction: where the encoder carries the action it read
-    about what the suite reads (Saccades at step 800 of 800: 0.61; features holding both views' rotation matrices:
-    0.99 against 0.98). It was ≈ 0 in the default rotating-objects run because the encoder does not carry the
-    rotation (the suite reads 0.023 there, random init 0.017). It was not the suite's number, though: a per-batch
-    R² over a few dozen rows is biased down and noisy (-0.05 to -0.10 where the held-out score is ≈ 0), it was
-    read on training episodes in train mode, and raw-target MSE weighs each dimension by its variance, so the
-    quaternion's w (std 0.1 about 0.86; x, y, z: 0.28) was fitted last though the per-dimension mean counts it as
-    one in four. Inputs are now standardised over the batch (the global batch under torchrun; the held-out batch
-    when scoring), targets with fixed constants (:meth:`set_action_scale`: the held-out batch's first actions, i.e.
-    the world's action sampling, the same in both splits). Neither normaliser has state: the state dict keeps its
-    keys, and older checkpoints resume.
+    Inputs are standardised over the batch (the global batch under torchrun; the held-out batch when scoring) and
+    targets with fixed constants (:meth:`set_action_scale`: the held-out batch's first actions, i.e. the world's
+    action sampling), so every action dimension weighs alike in the loss as in the per-dimension mean (a raw
+    quaternion's w varies a third as much as x, y, z). Neither normaliser has state, so the state dict keeps its
+    keys and older checkpoints resume.
     """
 
     def __init__(self, *, agg_dim: int, z_dim: int, num_classes: int, action_dim: int, hidden: int = 512):
@@ -278,14 +271,6 @@ def probe_features(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Te
     return z_agg, torch.cat([z[:, 0], z2], -1).float()
 
 
-def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
-    """A random permutation of range(n) without fixed points (n >= 2): one cycle through a random order."""
-    order = torch.randperm(n, generator=generator, device=generator.device)
-    other = torch.empty_like(order)
-    other[order] = order.roll(-1)
-    return other
-
-
 @contextlib.contextmanager
 def evaluating(*modules: nn.Module):
     """Every module in eval mode inside the block; afterwards each submodule gets back its own mode."""
@@ -306,32 +291,6 @@ def uses_next_action(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def action_use(model: SeqJEPA, views: torch.Tensor, actions: torch.Tensor, shuffled: torch.Tensor, *,
-               all_shuffled: bool = False, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Does a seq-JEPA predictor use the action? Per-sequence losses 1 − cos(ẑ, target) [B] with the true actions
-    ("true"), with the last action a_M (the one the predictor is conditioned on) replaced by ``shuffled[:, -1]``,
-    another sequence's, the tokens' actions unchanged ("last shuffled"), and optionally with every action replaced
-    by ``shuffled``'s ("all shuffled"). ``out`` is ``model(views, actions)`` if the caller already has it.
-
-    The ratio of the "last shuffled" and "true" means is the action use: ≈ 1 when the predictor ignores where the
-    next view is. Call it with the model in eval mode (:func:`evaluating`): the action BatchNorm then embeds each
-    row on its own, so swapping a_M changes only the predictor's input, and the encoders run once.
-    """
-    out = model(views, actions) if out is None else out
-    target = out["target"].float()
-
-    def loss(z_hat: torch.Tensor) -> torch.Tensor:
-        return 1.0 - F.cosine_similarity(z_hat.float(), target, dim=-1)  # SeqJEPA.forward's loss, per sequence
-
-    e_last = model.embed_actions(shuffled[:, -1:])
-    losses = {"true": loss(out["z_hat"]),
-              "last shuffled": loss(model.predict(out["z_agg"], None if e_last is None else e_last[:, 0]))}
-    if all_shuffled:
-        e = model.embed_actions(shuffled)
-        losses["all shuffled"] = loss(model.predict(model.aggregate(out["z"], e), None if e is None else e[:, -1]))
-    return losses
-
-
 def held_out_batch(cfg: Config, device: torch.device, policy, n: int, log: Callable[[str], None]) -> envs.Batch:
     """``n`` sequences of train.seq_len + 1 views from the world's test split (episodes the model never trains
     on), drawn with their own generator seeded from train.seed: the same batch at every log step, on every rank,

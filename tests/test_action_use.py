@@ -13,9 +13,8 @@ import torch
 import envs
 from seqjepa import checkpoint
 from seqjepa.config import apply_overrides
-from seqjepa.model import SeqJEPA
-from seqjepa.train import (HeldOutMonitor, OnlineProbes, action_use, build_model, build_world, derangement,
-                           evaluating, train, uses_next_action)
+from seqjepa.model import SeqJEPA, action_use, derangement
+from seqjepa.train import HeldOutMonitor, OnlineProbes, build_model, build_world, evaluating, train, uses_next_action
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -52,7 +51,7 @@ def trained_on_colours(steps: int, *, blind: bool = False) -> SeqJEPA:
 def ratio(model: SeqJEPA) -> float:
     g = torch.Generator().manual_seed(1)
     views, actions = colour_sequences(256, g)
-    with evaluating(model):
+    with evaluating(model), torch.no_grad():
         losses = action_use(model, views, actions, actions[derangement(256, g)])
     return float(losses["last shuffled"].mean() / losses["true"].mean())
 

@@ -110,7 +110,8 @@ def test_all_suites_run_with_protocols_and_frozen_bn(short_paths):
     keys = set(res["metrics"])
     expected = {"linear_probe/z_agg/M=1", "linear_probe/z_agg/M=2", "linear_probe/encoder",
                 "equivariance/position", "absolute/position", "ood/linear_probe/encoder", "ood/equivariance/position",
-                "ood/absolute/position", "knn/z_agg/M=2", "knn/encoder", "retrieval/M=1/mrr", "retrieval/M=2/hit@5"}
+                "ood/absolute/position", "knn/z_agg/M=2", "knn/encoder", "retrieval/M=1/mrr", "retrieval/M=2/hit@5",
+                "action_use/M=1", "action_use/M=2"}
     expected |= {f"path_integration/position/{c}/M={m}" for c in path_integration.CONDITIONS for m in (1, 2)}
     assert expected <= keys, expected - keys
     for name, entry in res["metrics"].items():
@@ -221,6 +222,25 @@ def test_path_integration_views_only_needs_vision_that_carries_position(short_pa
 
 
 # -- retrieval and k-NN ------------------------------------------------------------------------------------------------
+
+
+def test_action_use_is_one_when_the_predictor_ignores_the_action_and_skips_without_it():
+    model, cfg = tiny_model(), tiny_cfg(test_sequences=48)
+    res = evaluate(model, Blocks("train"), Blocks("test"), cfg, device="cpu", suites=["action_use"],
+                   log=lambda s: None)["metrics"]
+    entry = res["action_use/M=2"]
+    assert entry["value"] == pytest.approx(entry["protocol"]["loss_shuffled"] / entry["protocol"]["loss_true"])
+    assert entry["protocol"]["sequences"] == 48
+    # A random predictor's output still moves with a_M; with its action slot's weights zeroed it cannot.
+    with torch.no_grad():
+        model.predictor[0].weight[:, model.d_model:] = 0
+    res = evaluate(model, Blocks("train"), Blocks("test"), cfg, device="cpu", suites=["action_use"],
+                   log=lambda s: None)["metrics"]
+    assert res["action_use/M=1"]["value"] == pytest.approx(1.0, abs=1e-6)
+    for act_cond in ("none", "transformer"):
+        out = evaluate(tiny_model(act_cond), Blocks("train"), Blocks("test"), cfg, device="cpu",
+                       suites=["action_use"], log=lambda s: None)
+        assert out["metrics"] == {} and "action_use" in out["notes"]
 
 
 def test_retrieval_ranks_by_hand():
