@@ -1,16 +1,17 @@
-"""Where does equivariance come from? One training run with probes along the way, for ablation tables.
+"""Where does equivariance come from? One training run with probes along the way, for the ablation tables.
 
-    python benchmarks/equivariance_ablations.py --name default
-    python benchmarks/equivariance_ablations.py --name per-episode --set world.options.nuisances=per_episode
+    python benchmarks/equivariance_ablations.py --name R2 --set world.options.pose_paint=1 --every 100000
+    python benchmarks/equivariance_ablations.py --name frozen --freeze-encoder 1500 --set train.steps=1500
 
-Trains seq-JEPA with the cpu preset plus ``--set`` overrides (the library's model, world, bank and schedules), and
-every ``--every`` steps measures, on held-out objects (the test split's bank):
-- action use: the predictor's loss with another sequence's last action / its loss with the true one (eval mode);
-- relative-action R² per factor: an MLP 256-256 on [z_0, z_1] (encoder outputs of two views), 30 epochs, Adam 1e-3,
-  3000 train / 1000 test pairs, the paper's per-dimension mean;
-- z_agg top-1 at M_val = 1 and 5 (linear, 30 epochs) at the end.
-The same network at its random initialisation is measured first (step 0). One JSON line per measurement goes to
-``--out`` (default benchmarks/out/equivariance_ablations.jsonl) and to the console.
+Trains the library's seq-JEPA from the cpu preset plus ``--set`` overrides (its world, bank, schedules and bf16
+setting), optionally with the encoder frozen at its initialisation for the first ``--freeze-encoder`` steps, and at
+step 0 (random init), every ``--every`` steps and at the end measures on held-out objects (the test split's bank):
+- action use: mean loss with another sequence's a_M / with the true one, eval mode, 4 x 256 sequences;
+- relative-action R² per factor: MLP 256-256 on [z_0, z_1], 3000 train pairs (10 % held out to pick the epoch) /
+  1000 test pairs, 30 epochs, Adam 1e-3 (the paper's per-dimension mean; a quicker probe than the suite's);
+and at step 0 and the end also z_agg top-1 at M_val = 1 and 5 (linear, 30 epochs) and the pose's and nuisances'
+shares of the target encoder's within-object embedding variance. One JSON line per measurement goes to ``--out``
+and to the console; docs/results.md's ablation table is made from those records.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def main() -> None:
     p.add_argument("--freeze-encoder", type=int, default=0, help="steps with the encoder frozen at init")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--save", type=Path, help="write the trained model's state dict here")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/out/equivariance_ablations.jsonl"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/out/ablations.jsonl"))
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
