@@ -144,6 +144,7 @@ class Augmentations(World):
         solarize_p: float = opt(0.0, "probability of solarize at 128 (a nuisance)", ge=0.0, le=1.0)
 
     name = "hand-crafted augmentations of images (crop, colour jitter, blur) as actions, paper §2.3"
+    action_bn = "augmentations"
     action_doc = ("p_to - p_from of the normalised params [top, left, height, width | brightness, contrast, "
                   "saturation, hue | sigma] restricted to the chosen factors, each in [-1, 1]")
     param_names = ("top", "left", "height", "width", "brightness", "contrast", "saturation", "hue", "sigma")

@@ -82,6 +82,10 @@ class World(abc.ABC):
     # constants (a class attribute, or per instance where they depend on the options), as the official code does.
     pixel_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     pixel_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    # How the official seq-JEPA batches this kind of world's actions through its action BatchNorm in train mode
+    # (seqjepa.model.SeqJEPA's action_bn): "3diebench" for relative transformations given with the views,
+    # "augmentations" and "saccades" for the official code's other two paths.
+    action_bn: ClassVar[str] = "3diebench"
 
     @abc.abstractmethod
     def reset(self, n: int, generator: torch.Generator, episodes: Tensor | None = None) -> State:

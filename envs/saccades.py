@@ -81,6 +81,7 @@ class Saccades(World):
                                   "(off, as in the paper: glimpses near the edge show black padding)")
 
     name = "saccades: foveal glimpses of a scene chosen by saliency and inhibition of return (PLS, paper 2.4)"
+    action_bn = "saccades"
     action_doc = ("relative fixation move (d row, d col) in fractions of the scene side, in [-1, 1]; the new "
                   "fixation is clipped into the scene")
     param_names = ("row", "col")

@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from seqjepa.model import action_use, derangement
+from seqjepa.model import action_use, derangement, uses_next_action
 
 from .common import TEST_SEED_OFFSET, Context, draw, frozen, generator_for, has_predictor
-from .features import uses_actions
 
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig
@@ -36,7 +35,7 @@ def views_needed(cfg: EvalConfig) -> int:
 def skip_reason(ctx: Context) -> str | None:
     if not has_predictor(ctx.model):
         return "the model has no predictor"
-    if not uses_actions(ctx.model) or getattr(ctx.model, "act_cond", "both") not in ("both", "predictor"):
+    if not uses_next_action(ctx.model):
         return "the predictor is not conditioned on the action"
     return None
 
@@ -48,20 +47,20 @@ def run(ctx: Context) -> dict[str, dict]:
     steps = max(m_val) + 1
     gen = generator_for(ctx.world_test, ctx.bank_test, cfg.seed + TEST_SEED_OFFSET)
     sums = {m: torch.zeros(2, dtype=torch.float64) for m in m_val}
+    n = 0
     amp = torch.autocast(torch.device(ctx.device).type, dtype=torch.bfloat16, enabled=ctx.autocast)
     for start in range(0, cfg.test_sequences, cfg.batch_size):
         k = min(cfg.batch_size, cfg.test_sequences - start)
         if k < 2:
             break  # a permutation without fixed points needs two sequences
         batch = draw(ctx.world_test, ctx.bank_test, k, steps, gen).to(ctx.device)
+        n += k
         other = derangement(k, gen).to(ctx.device)
         with frozen(ctx.model), amp:
             for m in m_val:
                 losses = action_use(ctx.model, batch.views[:, :m + 1], batch.actions[:, :m],
                                     batch.actions[other, :m])
                 sums[m] += torch.stack([losses["true"].double().sum(), losses["last shuffled"].double().sum()]).cpu()
-    n = sum(min(cfg.batch_size, cfg.test_sequences - s) for s in range(0, cfg.test_sequences, cfg.batch_size)
-            if min(cfg.batch_size, cfg.test_sequences - s) >= 2)
     out = {}
     for m in m_val:
         true, shuffled = (sums[m] / n).tolist()

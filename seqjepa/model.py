@@ -355,3 +355,9 @@ def action_use(model: SeqJEPA, views: torch.Tensor, actions: torch.Tensor, shuff
         e = model.embed_actions(shuffled)
         losses["all shuffled"] = loss(model.predict(model.aggregate(out["z"], e), None if e is None else e[:, -1]))
     return losses
+
+
+def uses_next_action(model: nn.Module) -> bool:
+    """Whether the model's predictor is conditioned on the next action: seq-JEPA with act_cond both or predictor
+    (with "transformer" its action slot is zero, with "none" there is none; baselines have no such predictor)."""
+    return isinstance(model, SeqJEPA) and model.act_cond in ("both", "predictor")

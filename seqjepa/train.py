@@ -44,7 +44,7 @@ from eval.tensorboard import end_of_training
 from . import checkpoint
 from . import distributed as ddp
 from .config import Config, ConfigError, to_dict
-from .model import SeqJEPA, action_use, derangement, tau_at
+from .model import action_use, derangement, tau_at, uses_next_action
 
 
 class TrainingDiverged(RuntimeError):
@@ -157,14 +157,10 @@ class OnlineProbes(nn.Module):
 
 def build_model(cfg: Config, world: envs.World) -> nn.Module:
     """seq-JEPA or the baseline ``cfg.model.method`` names (seqjepa.baselines.METHODS), sized by the run's preset,
-    normalising views with the world's ``pixel_mean``/``pixel_std``."""
+    normalising views with the world's ``pixel_mean``/``pixel_std`` and batching actions as its ``action_bn`` says."""
     from .baselines import build
-    # The official seq-JEPA batches its actions through the action BatchNorm one way for augmentations, another
-    # for saccades, a third for 3DIEBench (SeqJEPA's action_bn); every other world is 3DIEBench-like.
-    action_bn = ("augmentations" if isinstance(world, envs.Augmentations)
-                 else "saccades" if isinstance(world, envs.Saccades) else "3diebench")
     return build(cfg.model, action_dim=world.action_dim, preset=cfg.preset, mean=world.pixel_mean,
-                 std=world.pixel_std, action_bn=action_bn)
+                 std=world.pixel_std, action_bn=world.action_bn)
 
 
 def build_world(cfg: Config, device: torch.device, split: str, **extra) -> envs.World:
@@ -282,12 +278,6 @@ def evaluating(*modules: nn.Module):
     finally:
         for m, mode in modes:
             m.training = mode
-
-
-def uses_next_action(model: nn.Module) -> bool:
-    """Whether the model's predictor is conditioned on the next action: seq-JEPA with act_cond both or predictor
-    (with "transformer" its action slot is zero, with "none" there is none; baselines have no such predictor)."""
-    return isinstance(model, SeqJEPA) and model.act_cond in ("both", "predictor")
 
 
 @torch.no_grad()
