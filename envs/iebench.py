@@ -13,7 +13,7 @@ Layout (the SIE / seq-JEPA release)::
 
 The world state is (episode, view index). Actions are **only what the data gives**: ``step(action)`` moves to the
 view of the same object whose relative action from the current view is nearest to the requested one (the
-quaternion sign is ignored, hue differences are compared on the circle); ``sample_action`` picks a random other
+quaternion sign is ignored); ``sample_action`` picks a random other
 view and returns the action to it, so a random-policy rollout visits distinct pre-rendered views exactly. Images
 are read lazily per render through a small LRU cache and resized to ``image_size`` (uint8, not normalised).
 """
@@ -38,11 +38,6 @@ from .base import Factor, State, World
 
 ENV_VAR = "SEQJEPA_3DIEBENCH"
 _VIEW = re.compile(r"image_(\d+)\.jpg$")
-
-
-def _wrap(x: Tensor) -> Tensor:
-    """Hue differences on the circle, in [-0.5, 0.5)."""
-    return (x + 0.5).remainder(1.0) - 0.5
 
 
 def load_index(root: Path, prefix: str) -> tuple[list[str], np.ndarray]:
@@ -86,7 +81,8 @@ class IEBench(World):
         image_size: int = opt(128, "side of the square views in pixels (images are resized on load)",
                               ge=8, le=256)
         actions: Literal["rotation", "color", "rotation+color"] = opt(
-            "rotation", "rotation: 4-d relative quaternion; color: (d floor hue, d spot hue); rotation+color: 6-d")
+            "rotation", "rotation: 4-d relative quaternion; color: (d floor hue, d spot hue), the plain difference "
+                        "of the hue latents; rotation+color: 6-d")
         views: int = opt(50, "use view indices below this (3DIEBench has 50 per object)", ge=1, le=10000)
         ood: bool = opt(False, "root is 3DIEBench-OOD (only views image_2..image_5 exist)")
         canonical_quat: bool = opt(True, "quaternion sign with w >= 0 (q and -q are the same rotation)")
@@ -94,7 +90,8 @@ class IEBench(World):
 
     name = "3DIEBench / 3DIEBench-OOD from disk: pre-rendered views of 55 ShapeNet classes (needs the data)"
     action_doc = ("relative rotation R_from^-1 R_to as a unit quaternion (x, y, z, w); with actions=color or "
-                  "rotation+color (d floor hue, d spot hue) in turns, wrapped to [-0.5, 0.5); a step moves to "
+                  "rotation+color (d floor hue, d spot hue): the plain difference of the hue latents in [0, 1], as the "
+                  "official code and SIE read it (so in [-1, 1], not wrapped); a step moves to "
                   "the pre-rendered view nearest to the requested action")
     param_names = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
     # The official normalisation of 3DIEBench (main_transformed_views.py; SIE's constants).
@@ -225,14 +222,14 @@ class IEBench(World):
         return {**state, **self._state(state["episode"], torch.tensor(slots, dtype=torch.long))}
 
     def action_distance(self, rel: Tensor, a: Tensor) -> Tensor:
-        """Squared distance of actions ``rel`` [V, A] to ``a`` [A]: quaternion sign ignored, hues on the circle."""
+        """Squared distance of actions ``rel`` [V, A] to ``a`` [A]: quaternion sign ignored."""
         d = torch.zeros(len(rel), device=rel.device)
         if "rotation" in self.factors:
             q = rt.normalize_quat(a[:4])
             d = d + torch.minimum(((rel[:, :4] - q) ** 2).sum(-1), ((rel[:, :4] + q) ** 2).sum(-1))
         if "color" in self.factors:
             c = self.factors["color"].slice
-            d = d + (_wrap(rel[:, c] - a[c]) ** 2).sum(-1)
+            d = d + ((rel[:, c] - a[c]) ** 2).sum(-1)
         return d
 
     def sample_action(self, state: State, generator: torch.Generator) -> Tensor:
@@ -256,7 +253,7 @@ class IEBench(World):
             q = rt.matrix_to_quat(R)
             out.append(rt.canonical_quat(q) if self.options.canonical_quat else q)
         if "color" in self.factors:
-            out.append(_wrap(p_to[..., [3, 6]] - p_from[..., [3, 6]]))
+            out.append(p_to[..., [3, 6]] - p_from[..., [3, 6]])
         return torch.cat(out, -1)
 
     def absolute(self, params: Tensor) -> dict[str, Tensor]:

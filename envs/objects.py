@@ -295,10 +295,11 @@ def build_objects(categories: int, instances: int, seed: int) -> tuple[Parts, Te
     return parts, mats
 
 
-def _wrap(x: Tensor) -> Tensor:
-    """x mod 1 in [0, 1): float remainder can round up to exactly 1.0 for tiny negative x."""
-    x = x.remainder(1.0)
-    return torch.where(x >= 1.0, torch.zeros_like(x), x)
+def _hue(x: Tensor) -> Tensor:
+    """A hue latent in [0, 1]: kept as is when inside (so a plain difference applied by ``step`` is recovered
+    exactly by ``relative``), else taken mod 1, which renders the same colour."""
+    x = torch.where((x >= 0) & (x <= 1), x, x.remainder(1.0))
+    return x.clamp(0.0, 1.0)  # float remainder can round up to 1.0 + ulp for tiny negative x
 
 
 class RotatingObjects(World):
@@ -313,7 +314,8 @@ class RotatingObjects(World):
                                    ge=0.0, le=1.0)
         split: Literal["train", "test"] = opt("train", "which objects: the train or the held-out test split")
         actions: Literal["rotation", "rotation+color"] = opt(
-            "rotation", "rotation: 4-d relative quaternion; rotation+color: plus (d floor hue, d spot hue)")
+            "rotation", "rotation: 4-d relative quaternion; rotation+color: plus (d floor hue, d spot hue), the plain "
+                        "difference of the hue latents in [0, 1] as in the official code")
         rotation_range: float = opt(PI / 2, "half-width (radians) of each Euler angle's range for sampled poses",
                                     gt=0.0, le=PI / 2)
         ood: bool = opt(False, "out-of-distribution poses: uniform over the rotations that no Euler triple within "
@@ -330,7 +332,8 @@ class RotatingObjects(World):
 
     name = "3DIEBench-like procedural objects (55 categories), rendered live by an SDF sphere tracer"
     action_doc = ("relative rotation R_from^-1 R_to as a unit quaternion (x, y, z, w) in [-1, 1]; with "
-                  "actions=rotation+color also (d floor hue, d spot hue) in turns, wrapped to [-0.5, 0.5)")
+                  "actions=rotation+color also (d floor hue, d spot hue): the plain difference of the hue latents "
+                  "in [0, 1], so in [-1, 1] (the official code's and SIE's; not wrapped, so a linear head reads it)")
     param_names = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
 
     def __init__(self, options: Options | None = None, device: str | torch.device = "cpu", **kwargs):
@@ -383,7 +386,7 @@ class RotatingObjects(World):
         euler = rt.matrix_to_euler(R)
         # Nuisance factors not in the action get fresh values every view, as in 3DIEBench (or keep the episode's).
         fresh = self._sample_params(len(p), generator) if self.options.nuisances == "per_view" else p
-        hues = _wrap(p[:, [3, 6]] + a[:, 4:6]) if self.action_dim == 6 else fresh[:, [3, 6]]
+        hues = _hue(p[:, [3, 6]] + a[:, 4:6]) if self.action_dim == 6 else fresh[:, [3, 6]]
         params = torch.cat([euler, hues[:, :1], fresh[:, 4:6], hues[:, 1:]], 1)
         return {**state, "params": params}
 
@@ -397,8 +400,7 @@ class RotatingObjects(World):
         q = rt.canonical_quat(q) if self.options.canonical_quat else q
         if self.action_dim == 4:
             return q
-        dh = _wrap(p_to[..., [3, 6]] - p_from[..., [3, 6]] + 0.5) - 0.5
-        return torch.cat([q, dh], -1)
+        return torch.cat([q, p_to[..., [3, 6]] - p_from[..., [3, 6]]], -1)
 
     def absolute(self, params: Tensor) -> dict[str, Tensor]:
         return {"rotation": rt.canonical_quat(rt.matrix_to_quat(rt.euler_to_matrix(params[..., :3])))}

@@ -245,7 +245,9 @@ def test_relative_action_reaches_the_target_view(actions):
     assert torch.allclose(R(reached), R(b["params"]), atol=1e-4)
     if actions == "rotation+color":
         assert torch.allclose(reached[:, [3, 6]], b["params"][:, [3, 6]], atol=1e-5)
-        assert (act[:, 4:] >= -0.5).all() and (act[:, 4:] < 0.5).all()
+        # The official definition: the plain difference of hue latents in [0, 1] (not wrapped).
+        assert torch.equal(act[:, 4:], b["params"][:, [3, 6]] - a["params"][:, [3, 6]])
+        assert (act[:, 4:] >= -1).all() and (act[:, 4:] <= 1).all() and (act[:, 4:].abs() > 0.5).any()
     ident = w.relative(b["params"], b["params"])
     assert torch.allclose(ident[:, :4], torch.tensor([0.0, 0, 0, 1]).expand(64, 4), atol=1e-6)
     # The zero quaternion is the identity, and absolute() gives the canonical quaternion of the pose.
@@ -304,3 +306,33 @@ def test_pose_paint_option_is_validated_and_reaches_the_views():
         w = RotatingObjects(image_size=16, num_categories=2, instances=5, pose_paint=paint)
         views.append(w.render(w.reset(4, torch.Generator().manual_seed(0))).float())
     assert (views[0] - views[1]).abs().mean() > 1
+
+
+def test_a_linear_head_reads_the_plain_hue_difference_from_two_views():
+    """The colour target is additive in the two views (h_j - h_i), so a linear head on features of each view reads
+    it; the wrapped difference is not (given h_i it is uniform whatever h_i is), so the same head cannot. The floor
+    hue is the visible one (the spot hue only tints the light); near h = 0 ~ 1 no image tells the two apart, which
+    caps the plain target's R² below 1 for any encoder (the official protocol's ceiling too)."""
+    w = RotatingObjects(image_size=16, num_categories=2, instances=5, actions="rotation+color", shadows=False)
+    g = torch.Generator().manual_seed(0)
+    n = 1200
+    a, b = w.reset(n, g), w.reset(n, g)
+    proj = torch.randn(3 * 16, 64, generator=g)  # fixed random ReLU features of each 4x4-pooled view
+
+    def features(state):
+        x = torch.nn.functional.avg_pool2d(w.render(state).float() / 255, 4).flatten(1)
+        return torch.relu((x - x.mean(0)) @ proj)
+
+    X = torch.cat([features(a), features(b), torch.ones(n, 1)], 1)
+    plain = w.relative(a["params"], b["params"])[:, 4:]
+    wrapped = (plain + 0.5).remainder(1.0) - 0.5
+
+    def r2(y):  # ridge on 900 pairs, R² per dimension on the other 300
+        tr, te = slice(0, 900), slice(900, n)
+        coef = torch.linalg.solve(X[tr].T @ X[tr] + 10 * torch.eye(X.shape[1]), X[tr].T @ y[tr])
+        return 1 - ((X[te] @ coef - y[te]) ** 2).sum(0) / ((y[te] - y[te].mean(0)) ** 2).sum(0)
+
+    floor_plain, spot_plain = r2(plain).tolist()
+    floor_wrapped, spot_wrapped = r2(wrapped).tolist()
+    assert floor_plain > 0.45 and floor_wrapped < 0.05
+    assert spot_plain > spot_wrapped + 0.1
