@@ -5,6 +5,7 @@
     python run.py train --preset smoke             # a few seconds
     python run.py train --set model.depth=18 --set train.steps=3000
     python run.py train --resume runs/NAME         # continue exactly where it stopped
+    python run.py train --resume runs/NAME/previous.pt --set optim.lr=1e-4   # from the one before, after a divergence
     python run.py eval --ckpt runs/NAME/latest.pt  # frozen-model probes -> runs/NAME/eval.json
     python run.py eval --ckpt runs/NAME/latest.pt --suite path_integration --suite retrieval
     python run.py train --agent sweep              # live sequences chosen by an agent (agents/)
@@ -14,30 +15,68 @@
     torchrun --standalone --nproc_per_node=N run.py train ...   # N processes (GPUs); see README "Scale"
     tensorboard --logdir runs                      # curves, config
 
-Bad settings exit with code 2 and a one-line message naming the field and what is allowed.
+Bad input (a setting, a file, a checkpoint) exits with code 2 and one line naming it, the value and what is
+allowed; an error of the program itself keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import linecache
 import sys
+import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from seqjepa.config import Config, ConfigError, apply_overrides, from_dict, help_lines, preset
+from seqjepa.config import (RESUME_FIXED, Config, ConfigError, apply_overrides, from_dict, help_lines, preset,
+                            resume_differences)
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_PRESET = "cpu"
+RUN_RECORD = ("versions", "command")  # what config.json holds besides the settings
 
 
 class CliError(Exception):
-    pass
+    """A bad command line: reported as one line on stderr, exit code 2."""
 
 
-def config_help() -> str:
-    return ("settings (override with --set section.key=value; world options with "
-            "--set world.options.NAME=VALUE, listed by `run.py envs`):\n" + "\n".join(help_lines(Config)))
+class UsageError(CliError):
+    """argparse's complaint about the command line, reported under the (sub)command's name."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints the whole usage; one line says the same
+        raise UsageError(self.prog, f"{message} (see {self.prog} --help)")
+
+
+def config_help(cfg: Config | None, heading: str) -> str:
+    return (f"{heading}; override with --set section.key=value (world options with "
+            f"--set world.options.NAME=VALUE, listed by `run.py envs`):\n" + "\n".join(help_lines(Config, values=cfg)))
+
+
+def help_config(argv: list[str]) -> Config | None:
+    """The config a --help shows: the preset (and world) named on the command line, as the run would use it."""
+    def flag(name):
+        for i, a in enumerate(argv):
+            if a == name and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(name + "="):
+                return a.split("=", 1)[1]
+        return None
+    try:
+        return preset(flag("--preset") or DEFAULT_PRESET, flag("--env"))
+    except ValueError:  # an unknown preset or world: the values before any preset; the run itself reports it
+        return None
 
 
 def build_config(args) -> Config:
-    cfg = preset(args.preset, getattr(args, "env", None))
+    cfg = preset(args.preset or DEFAULT_PRESET, getattr(args, "env", None))
     if getattr(args, "method", None):
         apply_overrides(cfg, [f"model.method={args.method}"])
     if getattr(args, "agent", None):  # live sequences: the agent acts in the world (a bank is pre-rendered)
@@ -49,8 +88,83 @@ def build_config(args) -> Config:
 
 
 def run_name(cfg: Config) -> str:
+    name = cfg.train.name
+    if name:
+        parts = PurePath(name).parts
+        if PurePath(name).is_absolute() or ".." in parts or not parts:
+            raise ConfigError(f"train.name: got {name!r}; allowed: a folder name inside train.runs_dir "
+                              f"({cfg.train.runs_dir}), not absolute, without '..'")
+        return name
     world = cfg.world.env.split(":")[-1].split("/")[-1]
-    return cfg.train.name or f"{cfg.preset}-{world}-s{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{cfg.preset}-{world}-s{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_writable(run_dir: Path, cfg: Config) -> None:
+    """Fail now, not after the world and the bank are built, when the run folder cannot be created."""
+    where = run_dir
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if where == run_dir and not run_dir.is_dir():
+        raise CliError(f"train.name: {run_dir} is a file; expected a new or existing run folder")
+    if not where.is_dir():
+        raise CliError(f"train.runs_dir: got {cfg.train.runs_dir!r}, but {where} is a file; expected a folder "
+                       f"(created if missing)")
+    try:
+        tempfile.TemporaryDirectory(dir=where).cleanup()
+    except OSError as e:
+        raise CliError(f"train.runs_dir: got {cfg.train.runs_dir!r}, but no folder can be created in {where} "
+                       f"({e.strerror}); expected a writable folder") from None
+
+
+def resume_target(arg: str) -> tuple[Path, Path]:
+    """--resume RUN (its latest.pt) or --resume RUN/previous.pt (any checkpoint inside a run folder)."""
+    p = Path(arg)
+    if p.is_dir():
+        run_dir, ckpt = p, p / "latest.pt"
+    elif p.is_file():
+        run_dir, ckpt = p.parent, p
+    else:
+        raise CliError(f"--resume: got {arg!r}, which does not exist; expected a run folder (runs/NAME) or a "
+                       f"checkpoint inside one (runs/NAME/previous.pt)")
+    if not (run_dir / "config.json").is_file():
+        raise CliError(f"--resume: {run_dir} has no config.json; expected a run folder written by run.py train")
+    if not ckpt.exists():
+        raise CliError(f"--resume: {ckpt} does not exist: the run stopped before its first checkpoint (see its "
+                       f"train.ckpt_every); start it again instead")
+    return run_dir, ckpt
+
+
+def resume_config(args, run_dir: Path) -> Config:
+    """The run's config.json with the command line's changes, which may not touch the network or the world."""
+    saved = load_run_config(run_dir)
+    changes = [("--preset", f"preset={args.preset}")] if args.preset else []
+    changes += [("--env", f"world.env={args.env}")] if args.env else []
+    changes += [("--method", f"model.method={args.method}")] if args.method else []
+    changes += [("--agent", f"world.agent={args.agent}"), ("--agent", "world.source=live")] if args.agent else []
+    changes += [("--set", item) for item in args.set or []]
+    cfg = copy.deepcopy(saved)
+    apply_overrides(cfg, [item for _, item in changes])  # compared before any weight or world is loaded
+    diffs = resume_differences(saved, cfg)
+    if diffs:
+        key, old, new = diffs[0]
+        flag = next((f for f, item in changes if (k := item.split("=", 1)[0].strip()) == key
+                     or key.startswith(k + ".")), "--set")
+        raise CliError(f"{flag}: changes {key} to {json.dumps(new)}, but {run_dir / 'config.json'} has "
+                       f"{json.dumps(old)}; a resumed run keeps its network and world ({', '.join(RESUME_FIXED)}): "
+                       f"start a new run to change it")
+    return cfg
+
+
+def record_resume(run_dir: Path, cfg: Config) -> None:
+    """config.json takes the settings a resume changed (a lower lr, more steps): the next resume and the evaluation
+    then read what the newest checkpoints were trained with. Its versions and first command stay."""
+    from seqjepa.checkpoint import write_json
+    from seqjepa.config import to_dict
+
+    path = run_dir / "config.json"
+    data = json.loads(path.read_text())
+    if {k: v for k, v in data.items() if k not in RUN_RECORD} != to_dict(cfg):
+        write_json(path, {**to_dict(cfg), **{k: data[k] for k in RUN_RECORD if k in data}})
 
 
 def cmd_train(args) -> int:
@@ -59,12 +173,10 @@ def cmd_train(args) -> int:
     from seqjepa import distributed as ddp
     from seqjepa.train import resolve_device, train
 
+    ckpt = None
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.json").is_file():
-            raise CliError(f"--resume: {run_dir} has no config.json; expected a run folder")
-        cfg = _load_run_config(run_dir)
-        apply_overrides(cfg, args.set or [])
+        run_dir, ckpt = resume_target(args.resume)
+        cfg = resume_config(args, run_dir)
     else:
         cfg = build_config(args)
         ddp.setup(resolve_device(cfg.train.device))  # under torchrun: every rank takes rank 0's run name
@@ -72,32 +184,49 @@ def cmd_train(args) -> int:
         if (run_dir / "latest.pt").exists():
             raise CliError(f"train.name: run folder {run_dir} already holds a checkpoint; use --resume {run_dir} "
                            f"or another name")
+        check_writable(run_dir, cfg)
+    args.run_dir = run_dir  # for the interrupt message
     ddp.setup(resolve_device(cfg.train.device))  # (idempotent) a resumed run joins torchrun's group here
     if cfg.train.eval_after:
         resolve_suites(cfg.eval.suites, "eval.suites")  # a bad suite fails before training, not after it
     if not ddp.is_main():  # the other ranks train alongside rank 0, which reports and evaluates
-        train(cfg, run_dir, resume=bool(args.resume), log=lambda msg: None)
+        train(cfg, run_dir, resume=bool(args.resume), resume_from=ckpt, log=lambda msg: None)
         return 0
-    print(f"run folder: {run_dir}")
-    summary = train(cfg, run_dir, resume=bool(args.resume))
+    if args.resume:
+        record_resume(run_dir, cfg)
+        print(f"run folder: {run_dir}")  # a new run's folder is announced by train() once it exists
+    summary = train(cfg, run_dir, resume=bool(args.resume), resume_from=ckpt)
     print(f"trained {summary['steps_run']} steps in {summary['seconds']:.0f} s")
     if cfg.train.eval_after:
-        results = evaluate_checkpoint(run_dir / "latest.pt")
+        results = evaluate_checkpoint(run_dir / "latest.pt", trusted=True)  # written just now from these settings
         print()
         print(format_table({k: v for k, v in results.items() if isinstance(v, dict)}))
-    print(f"\nrun folder:  {run_dir}\ncheckpoint:  {run_dir / 'latest.pt'}\nresults:     {run_dir / 'eval.json'}"
-          f"\ntensorboard: tensorboard --logdir {run_dir}")
+    print(f"\nrun folder:  {run_dir}\ncheckpoint:  {run_dir / 'latest.pt'}"
+          + (f"\nresults:     {run_dir / 'eval.json'}" if cfg.train.eval_after else "")
+          + f"\ntensorboard: tensorboard --logdir {run_dir}")
     return 0
 
 
-def _load_run_config(run_dir: Path) -> Config:
-    import json
-
-    with open(run_dir / "config.json") as fh:
-        data = json.load(fh)
-    data.pop("versions", None)
-    data.pop("command", None)
-    return from_dict(Config, data)
+def load_run_config(run_dir: Path) -> Config:
+    path = run_dir / "config.json"
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise CliError(f"--resume: {path} is not text; expected the JSON config run.py train writes") from None
+    if not text.strip():
+        raise CliError(f"--resume: {path} is empty; expected the JSON config run.py train writes")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CliError(f"--resume: {path} is not valid JSON ({e}); expected the config run.py train writes") from None
+    if not isinstance(data, dict):
+        raise CliError(f"--resume: {path} holds a {type(data).__name__}; expected a JSON object (the run's config)")
+    for key in RUN_RECORD:
+        data.pop(key, None)
+    try:
+        return from_dict(Config, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def cmd_eval(args) -> int:
@@ -117,11 +246,16 @@ def cmd_eval(args) -> int:
 def cmd_plan(args) -> int:
     from agents.plan_eval import PlanConfig, plan_checkpoint
 
-    if min(args.episodes, args.horizon, args.candidates, args.iterations) < 1:
-        raise CliError("--episodes, --horizon, --candidates and --iterations must be >= 1")
+    from seqjepa.config import MAX_SEED
+    for flag, value in (("--episodes", args.episodes), ("--horizon", args.horizon),
+                        ("--candidates", args.candidates), ("--iterations", args.iterations)):
+        if value < 1:
+            raise CliError(f"{flag}: got {value}; expected an integer >= 1")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise CliError(f"--seed: got {args.seed}; expected an integer in [0, {MAX_SEED}]")
     pc = PlanConfig(episodes=args.episodes, horizons=tuple(sorted({1, args.horizon})), candidates=args.candidates,
                     iterations=args.iterations, seed=args.seed)
-    plan_checkpoint(args.ckpt, pc)
+    plan_checkpoint(args.ckpt, pc, overrides=args.set or [])
     print(f"\nresults: {Path(args.ckpt).parent / 'plan.json'} (+ plan.md)")
     return 0
 
@@ -144,7 +278,7 @@ def cmd_envs(args) -> int:
             print("\n".join("  " + line for line in option_lines(cls.Options)) + "\n")
             continue
         print(f"{env_id}: {cls.name}")
-        print("  observation: uint8 views (H, W, 3); gym.make_vec(..., device=...) gives torch batches")
+        print("  observation: uint8 views (H, W, 3); gym.make_vec(...) gives numpy batches, backend='torch' torch ones")
         print(f"  action: Box{tuple(world.action_low.shape)} in [{world.action_low.min().item():g}, "
               f"{world.action_high.max().item():g}]: {cls.action_doc}")
         print("  factors: " + ", ".join(f"{k} [{f.start}:{f.stop}] ({f.head} probe)" for k, f in world.factors.items()))
@@ -162,30 +296,41 @@ def cmd_preview(args) -> int:
 
 def cmd_bench(args) -> int:
     from seqjepa.bench import cmd
+    for flag, value, low in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0),
+                             ("--bank-objects", args.bank_objects, 1)):
+        if value < low:
+            raise CliError(f"{flag}: got {value}; expected an integer >= {low}")
     return cmd(args, build_config(args))
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def parser(help_cfg: Config | None = None) -> argparse.ArgumentParser:
+    """The command line; ``help_cfg``: the config whose values the settings help shows (see help_config)."""
+    p = Parser(prog="run.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command")
+    shown = (f"the values the {help_cfg.preset} preset uses for {help_cfg.world.env}" if help_cfg
+             else "the values before any preset")
+    run_help = config_help(help_cfg, f"settings, with {shown}")
 
     def with_config(sp):
-        sp.add_argument("--preset", default="cpu", help="starting values: smoke (seconds), cpu (default, minutes "
-                                                        "on 2 cores), paper (3DIEBench setting, GPU)")
+        sp.add_argument("--preset", help=f"starting values: smoke (seconds), cpu (the default, minutes on 2 cores), "
+                                         f"paper (3DIEBench setting, GPU); --help shows the chosen one's")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
         sp.add_argument("--env", help="shortcut for --set world.env=ID")
         sp.add_argument("--method", help="shortcut for --set model.method=NAME: seqjepa (default), simclr, byol, "
                                          "vicreg, vicreg_traj, sen, equimod, sie, cond_byol, conv_jepa")
 
-    t = sub.add_parser("train", help="train (then evaluate) a model", epilog=config_help(),
+    t = sub.add_parser("train", help="train (then evaluate) a model", epilog=run_help,
                        formatter_class=argparse.RawTextHelpFormatter)
     with_config(t)
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
+                                                       "(or from RUN_DIR/previous.pt, the one before it)")
     t.add_argument("--agent", help="shortcut for --set world.agent=NAME --set world.source=live: random, "
                                    "saliency, uniform, sweep (see agents/)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint with the frozen-model suites", epilog=config_help(),
+    e = sub.add_parser("eval", help="evaluate a checkpoint with the frozen-model suites",
+                       epilog=config_help(help_cfg, "settings, each starting from the checkpoint's own value "
+                                                    f"(shown: {shown})"),
                        formatter_class=argparse.RawTextHelpFormatter)
     e.add_argument("--ckpt", required=True, help="path to a checkpoint (runs/NAME/latest.pt)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an eval.* setting (repeatable)")
@@ -205,11 +350,14 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--candidates", type=int, default=64, help="CEM samples per iteration (default 64)")
     pl.add_argument("--iterations", type=int, default=4, help="CEM iterations (default 4)")
     pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a setting of the checkpoint's config (repeatable), e.g. world.cache_dir=DIR or "
+                         "world.env=module:ID for a world from a plug-in module")
     pl.set_defaults(func=cmd_plan)
 
     b = sub.add_parser("bench", help="throughput: views/s of the worlds, the view-bank sampler and a training step "
                                      "(ours and the official way), peak memory -> table + JSON",
-                       epilog=config_help(), formatter_class=argparse.RawTextHelpFormatter)
+                       epilog=run_help, formatter_class=argparse.RawTextHelpFormatter)
     with_config(b)
     b.add_argument("--device", help="shortcut for --set train.device=DEVICE (auto, cpu, cuda, cuda:N)")
     b.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (default 10)")
@@ -232,21 +380,61 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def raised_by_us(e: BaseException) -> bool:
+    """A ValueError this project raises on purpose (``raise ValueError(...)`` in its own code) is a message for
+    the user: the worlds report bad options and data files this way. One raised inside a library or by a builtin
+    is a bug, and keeps its traceback."""
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    file = Path(tb.tb_frame.f_code.co_filename).resolve()
+    ours = file.is_relative_to(ROOT) and not {".venv", "site-packages"} & set(file.relative_to(ROOT).parts)
+    return ours and linecache.getline(str(file), tb.tb_lineno).lstrip().startswith("raise ")
+
+
+def interrupted(args) -> str:
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir is None:
+        return "interrupted"
+    if (run_dir / "latest.pt").is_file():
+        return f"interrupted; the last checkpoint is intact: continue with python run.py train --resume {run_dir}"
+    return f"interrupted before the first checkpoint of {run_dir}; nothing to resume"
+
+
 def main(argv: list[str] | None = None) -> int:
     from seqjepa.checkpoint import CheckpointError
     from seqjepa.train import TrainingDiverged
 
-    p = parser()
-    args = p.parse_args(argv)
-    if args.command is None:  # `python run.py` = the main job
-        args = p.parse_args(["train"])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    p = parser(help_config(argv) if wants_help else None)
+    args = argparse.Namespace(command=argv[0] if argv else "train")
     try:
+        args = p.parse_args(argv)
+        if args.command is None:  # `python run.py` = the main job
+            args = p.parse_args(["train"])
         return args.func(args)
-    except (ConfigError, CliError, CheckpointError, TrainingDiverged, ValueError) as e:
+    except UsageError as e:
+        print(f"{e.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except (ConfigError, CliError, CheckpointError, TrainingDiverged) as e:
         print(f"run.py {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        if not raised_by_us(e):
+            raise
+        print(f"run.py {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the filesystem refused: name the path; an OSError without one is a bug
+        if e.filename is None:
+            raise
+        where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        print(f"run.py {args.command}: error: {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is intact (resume with --resume RUN_DIR)", file=sys.stderr)
+        print(interrupted(args), file=sys.stderr)
         return 130
 
 

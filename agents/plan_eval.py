@@ -16,7 +16,10 @@ Active vision (saccade worlds): a linear probe on z_agg after k glimpses, traine
 train split, classifies test-split sequences chosen by each policy (saliency, uniform, the world model's
 ``active_change`` and ``active_disagreement``); the same scenes and first fixation for every policy.
 
-Writes ``plan.json`` (every number with its protocol) and ``plan.md`` next to the checkpoint.
+Writes ``plan.json`` (every number with its protocol) and ``plan.md`` next to the checkpoint; plan.md says for each
+horizon, in words, whether planning with the model ends nearer the goal than not moving (when it does not, the
+model has not learned what the actions do). The searches report their progress (the pixel oracle renders every
+candidate: minutes on a CPU).
 
 >>> results = plan_checkpoint("runs/NAME/latest.pt", PlanConfig(episodes=16))   # doctest: +SKIP
 >>> results["metrics"]["goal/H=1/cem"]["value"]                                  # doctest: +SKIP
@@ -25,8 +28,8 @@ Writes ``plan.json`` (every number with its protocol) and ``plan.md`` next to th
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +43,7 @@ from envs.sequences import rollout
 from eval.common import has_predictor
 from eval.features import collect
 from eval.probes import fit_classifier
+from eval.progress import Progress, wants_bar
 
 from .active_vision import ActiveVisionPolicy
 from .planning import LatentGoalCost, PlanSpace, cem, execute, goal_error, gradient_plan, space_for, world_cost
@@ -66,16 +70,16 @@ class PlanConfig:
     active_candidates: int = 32
 
 
-def load_model(path: Path, *, require_predictor: bool = True) -> tuple[nn.Module, object, dict]:
+def load_model(path: Path, *, require_predictor: bool = True, overrides: Sequence[str] = (),
+               trusted: bool = False) -> tuple[nn.Module, object, dict]:
     """The trained model of a checkpoint in eval mode, frozen, with its run config and the raw checkpoint; a model
-    without an action-conditioned predictor (a baseline) is refused unless ``require_predictor`` is off."""
-    from eval.from_checkpoint import checkpoint_network
-    from seqjepa import checkpoint
-    from seqjepa.config import Config, from_dict
+    without an action-conditioned predictor (a baseline) is refused unless ``require_predictor`` is off.
+    The checkpoint is checked and confined as ``run.py eval`` does (``eval.from_checkpoint.open_checkpoint``:
+    ``overrides`` on top of its config; ``trusted`` for a checkpoint this process wrote)."""
+    from eval.from_checkpoint import checkpoint_network, open_checkpoint
     from seqjepa.train import resolve_device
 
-    ckpt = checkpoint.load(path)
-    cfg = from_dict(Config, ckpt["config"])
+    ckpt, cfg = open_checkpoint(path, overrides, trusted=trusted)
     model = checkpoint_network(ckpt, cfg, trained=True)
     if require_predictor and not has_predictor(model):
         raise ValueError(f"checkpoint {path} is a {ckpt.get('method')!r} model without a predictor; planning "
@@ -116,8 +120,10 @@ def _random_actions(world: World, state: State, h: int, g: torch.Generator) -> T
     return torch.stack(acts, 1)
 
 
-def goal_reaching(model: nn.Module, world: World, m: int, pc: PlanConfig, log: Callable[[str], None]) -> dict:
-    """{"goal/H=h/method": entry} for every horizon and method (see the module doc)."""
+def goal_reaching(model: nn.Module, world: World, m: int, pc: PlanConfig, log: Callable[[str], None],
+                  bar: bool = False) -> dict:
+    """{"goal/H=h/method": entry} for every horizon and method (see the module doc); each method's search shows
+    its progress (a tqdm bar with ``bar``, else a line through ``log`` every ten seconds)."""
     out = {}
     device = next(model.parameters()).device
     for h in pc.horizons:
@@ -128,21 +134,28 @@ def goal_reaching(model: nn.Module, world: World, m: int, pc: PlanConfig, log: C
         space = space_for(world, state)
         cem_kw = dict(candidates=pc.candidates, iterations=pc.iterations, elite_frac=pc.elite_frac)
         methods = {
-            "start": lambda: None,
-            "random": lambda: _random_actions(world, state, h, _generator(world, pc.seed + 2)),
-            "cem": lambda: cem(latent, space, h, generator=gen(), **cem_kw).actions,
-            "gradient": lambda: gradient_plan(latent, space, h, restarts=pc.restarts, steps=pc.grad_steps,
-                                              lr=pc.grad_lr, generator=gen()).actions,
-            "oracle_params": lambda: cem(world_cost(world, state, goal_params, None, _generator(world, pc.seed + 3)),
-                                         space, h, generator=gen(), **cem_kw).actions,
-            "oracle_pixels": lambda: cem(world_cost(world, state, goal_params, ep["goal_view"],
-                                                    _generator(world, pc.seed + 3)),
-                                         space, h, generator=gen(), **cem_kw).actions,
+            "start": lambda tick: None,
+            "random": lambda tick: _random_actions(world, state, h, _generator(world, pc.seed + 2)),
+            "cem": lambda tick: cem(latent, space, h, generator=gen(), tick=tick, **cem_kw).actions,
+            "gradient": lambda tick: gradient_plan(latent, space, h, restarts=pc.restarts, steps=pc.grad_steps,
+                                                   lr=pc.grad_lr, generator=gen(), tick=tick).actions,
+            "oracle_params": lambda tick: cem(world_cost(world, state, goal_params, None,
+                                                         _generator(world, pc.seed + 3)),
+                                              space, h, generator=gen(), tick=tick, **cem_kw).actions,
+            # The slow one (it renders every candidate): its render chunks report too, not only its CEM rounds.
+            "oracle_pixels": lambda tick: cem(world_cost(world, state, goal_params, ep["goal_view"],
+                                                         _generator(world, pc.seed + 3),
+                                                         tick=lambda note: tick(note, 0)),
+                                              space, h, generator=gen(), tick=tick, **cem_kw).actions,
         }
+        rounds = {"gradient": (pc.grad_steps + 1, "steps")} | {
+            k: (pc.iterations, "CEM rounds") for k in ("cem", "oracle_params", "oracle_pixels")}
         out[f"goal/H={h}/true_plan_rank"] = true_plan_rank(latent, space, ep["true_plan"], h, pc, gen())
         for name, plan in methods.items():
             t0 = time.time()
-            actions = plan()
+            total, counted = rounds.get(name, (None, "steps"))
+            with Progress(f"plan: goal H={h} {name}", total=total, unit=counted, log=log, bar=bar) as p:
+                actions = plan(lambda note, n=1: p.update(n, note))
             reached = state if actions is None else execute(world, state, actions, _generator(world, pc.seed + 4))
             err, unit = goal_error(world, reached["params"], goal_params)
             with torch.no_grad():  # how close the view reached is to the goal in the model's target space
@@ -194,24 +207,33 @@ def _goal_protocol(name: str, h: int, m: int, pc: PlanConfig) -> dict:
 # -- active vision ------------------------------------------------------------------------------------------------
 
 def glimpse_features(model: nn.Module, world: World, policy, n: int, ks: list[int], seed: int,
-                     chunk: int = 128) -> dict:
+                     chunk: int = 128, tick: Callable[[], None] | None = None) -> dict:
     """z_agg after each k in ``ks`` glimpses chosen by ``policy``, for ``n`` sequences; per-chunk generators, so
-    every policy sees the same scenes and first fixations."""
+    every policy sees the same scenes and first fixations. ``tick`` after each chunk."""
     episodes = torch.randint(0, world.num_episodes, (n,), generator=torch.Generator().manual_seed(seed))
     parts = []
     for i, start in enumerate(range(0, n, chunk)):
         eps = episodes[start:start + chunk].to(world.device)
         batch = rollout(world, policy, len(eps), max(ks), _generator(world, seed + 1 + i), episodes=eps)
         parts.append(collect(model, [batch], m_val=ks, device=next(model.parameters()).device))
+        if tick is not None:
+            tick()
     return {"z_agg": {k: torch.cat([p["z_agg"][k] for p in parts]) for k in ks},
             "labels": torch.cat([p["labels"] for p in parts])}
 
 
 def active_vision(model: nn.Module, world_train: Saccades, world_test: Saccades, pc: PlanConfig,
-                  log: Callable[[str], None]) -> dict:
-    """{"active/k=k/policy": top-1 %} of a linear probe trained on saliency sequences (see the module doc)."""
+                  log: Callable[[str], None], bar: bool = False) -> dict:
+    """{"active/k=k/policy": top-1 %} of a linear probe trained on saliency sequences (see the module doc); the
+    rollouts show their progress (see :func:`goal_reaching`)."""
     ks = sorted({k for k in pc.glimpses if 1 <= k <= PATH_LEN})
-    train = glimpse_features(model, world_train, SaliencyPolicy(), pc.probe_sequences, ks, pc.seed)
+    chunk = 128
+
+    def features(world: World, policy, n: int, seed: int, what: str) -> dict:
+        with Progress(f"plan: active vision, {what}", total=-(-n // chunk), unit="batches", log=log, bar=bar) as p:
+            return glimpse_features(model, world, policy, n, ks, seed, chunk, tick=p.update)
+
+    train = features(world_train, SaliencyPolicy(), pc.probe_sequences, pc.seed, "saliency probe sequences")
     policies = {"saliency": SaliencyPolicy(), "uniform": UniformPolicy(),
                 "active_change": ActiveVisionPolicy(model, candidates=pc.active_candidates, score="change"),
                 "active_disagreement": ActiveVisionPolicy(model, candidates=pc.active_candidates,
@@ -219,7 +241,7 @@ def active_vision(model: nn.Module, world_train: Saccades, world_test: Saccades,
     out = {}
     for name, policy in policies.items():
         t0 = time.time()
-        test = glimpse_features(model, world_test, policy, pc.active_sequences, ks, pc.seed + 10_000)
+        test = features(world_test, policy, pc.active_sequences, pc.seed + 10_000, f"{name} test sequences")
         for k in ks:
             acc = fit_classifier(train["z_agg"][k], train["labels"], test["z_agg"][k], test["labels"],
                                  num_classes=world_test.num_classes, epochs=pc.probe_epochs, lr=1e-3,
@@ -238,31 +260,66 @@ def active_vision(model: nn.Module, world_train: Saccades, world_test: Saccades,
 
 # -- the command --------------------------------------------------------------------------------------------------
 
-def plan_checkpoint(path: str | Path, pc: PlanConfig | None = None, log: Callable[[str], None] = print) -> dict:
-    """Run the planning evaluations on the checkpoint at ``path``; write plan.json and plan.md next to it."""
+def plan_checkpoint(path: str | Path, pc: PlanConfig | None = None, log: Callable[[str], None] = print, *,
+                    overrides: Sequence[str] = (), trusted: bool = False) -> dict:
+    """Run the planning evaluations on the checkpoint at ``path``; write plan.json and plan.md next to it.
+
+    The checkpoint is read as ``run.py eval`` reads it (:func:`load_model`): ``overrides`` on top of its config,
+    no plug-in module imported on its word unless ``overrides`` set ``world.env`` or it is ``trusted``.
+    """
+    from seqjepa.checkpoint import atomic_write, write_json
     from seqjepa.train import build_world
 
     path, pc = Path(path), pc or PlanConfig()
-    model, cfg, ckpt = load_model(path)
+    model, cfg, ckpt = load_model(path, overrides=overrides, trusted=trusted)
+    bar = wants_bar(cfg.train.progress)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = next(model.parameters()).device
     world = build_world(cfg, device, "test")
     torch.manual_seed(pc.seed)
     t0 = time.time()
-    metrics = goal_reaching(model, world, cfg.train.seq_len, pc, log)
+    metrics = goal_reaching(model, world, cfg.train.seq_len, pc, log, bar)
     notes = {}
     if isinstance(world, Saccades):
-        metrics |= active_vision(model, build_world(cfg, device, "train"), world, pc, log)
+        metrics |= active_vision(model, build_world(cfg, device, "train"), world, pc, log, bar)
     else:
         notes["active_vision"] = "skipped: needs a saccade world"
     results = {"checkpoint": str(path), "world": envs.world_class(cfg.world.env)[0], "step": ckpt["step"],
                "config": dataclasses.asdict(pc), "seconds": round(time.time() - t0, 1), "metrics": metrics,
                "notes": notes}
-    with open(path.parent / "plan.json", "w") as fh:
-        json.dump(results, fh, indent=2)
-    (path.parent / "plan.md").write_text(format_report(results))
+    write_json(path.parent / "plan.json", results)
+    with atomic_write(path.parent / "plan.md") as fh:
+        fh.write(format_report(results))
     return results
+
+
+ROW_LABELS = {"start": "start (no move)"}
+
+
+def goal_verdict(rows: dict[str, dict], unit: str) -> str:
+    """One plain paragraph on what the goal-reaching numbers of one horizon say about the model: planning with it
+    must end nearer the goal than not moving, where the oracle (true costs, same search budget) shows the search
+    can."""
+    start, oracle = rows.get("start"), rows.get("oracle_params")
+    planners = {k: rows[k]["value"] for k in ("cem", "gradient") if k in rows}
+    if start is None or not planners:
+        return ""
+    moved = ", ".join(f"{k} {v:.1f}" for k, v in planners.items())
+    if oracle is not None and oracle["value"] >= start["value"]:
+        return (f"Even the oracle (true costs, the same search budget) ends no nearer the goal than not moving "
+                f"({oracle['value']:.1f} vs {start['value']:.1f} {unit}): the search budget is too small to judge the "
+                f"model; raise --candidates and --iterations.")
+    if min(planners.values()) >= start["value"]:
+        random = f"; random actions: {rows['random']['value']:.1f}" if "random" in rows else ""
+        searched = (f", while the oracle with the same search reaches {oracle['value']:.1f}" if oracle is not None
+                    else "")
+        return (f"**The model has not learned what the actions do**: planning with it ends farther from the goal "
+                f"than not moving ({moved} vs {start['value']:.1f} {unit} without moving{random}){searched}. Its "
+                f"predictions do not follow the action, so its plans are guesses; `run.py eval --suite action_use` "
+                f"measures this directly (a ratio near 1 means the predictor ignores the action).")
+    return (f"Planning with the model ends nearer the goal than not moving ({moved} vs {start['value']:.1f} {unit})"
+            + (f"; the oracle with the same search reaches {oracle['value']:.1f}." if oracle is not None else "."))
 
 
 def format_report(results: dict) -> str:
@@ -277,8 +334,11 @@ def format_report(results: dict) -> str:
         unit = next(iter(rows.values()))["unit"]
         lines += [f"## Goal reaching, H = {h} ({results['config']['episodes']} episodes; error in {unit})", "",
                   "| method | mean error | median | latent cos to goal | seconds |", "|---|---|---|---|---|"]
-        lines += [f"| {k} | {v['value']:.2f} | {v['median']:.2f} | {v['latent_cos']:.3f} | {v['seconds']:.1f} |"
-                  for k, v in rows.items()] + [""]
+        lines += [f"| {ROW_LABELS.get(k, k)} | {v['value']:.2f} | {v['median']:.2f} | {v['latent_cos']:.3f} | "
+                  f"{v['seconds']:.1f} |" for k, v in rows.items()] + [""]
+        verdict = goal_verdict(rows, unit)
+        if verdict:
+            lines += [verdict, ""]
         if rank is not None:
             lines += [f"The model scores {rank['value']:.1f}% of random plans better than the true plan "
                       f"(50 = no idea, 0 = perfect).", ""]

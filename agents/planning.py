@@ -42,6 +42,8 @@ from envs.base import State, World
 from envs.saccades import Saccades
 
 Cost = Callable[[Tensor], Tensor]  # actions [B, K, H, A] -> cost [B, K] (lower is better)
+Tick = Callable[[str], None]        # progress of a long search: called with what was just done
+RENDER_CHUNK = 512                  # candidate views the pixel oracle renders per call (memory, progress)
 
 
 # -- action spaces: what the planners optimise, and how it becomes actions ---------------------------------------
@@ -193,9 +195,10 @@ def _keep_best(best: Plan | None, u: Tensor, c: Tensor, space: PlanSpace, evalua
 
 @torch.no_grad()
 def cem(cost: Cost, space: PlanSpace, horizon: int, *, candidates: int = 64, iterations: int = 4,
-        elite_frac: float = 0.125, min_std: float = 0.01, generator: torch.Generator) -> Plan:
+        elite_frac: float = 0.125, min_std: float = 0.01, generator: torch.Generator, tick: Tick | None = None
+        ) -> Plan:
     """The cross-entropy method: ``iterations`` rounds of ``candidates`` samples from a diagonal Gaussian over
-    u, refitted to the ``elite_frac`` best each round (std floored at ``min_std``)."""
+    u, refitted to the ``elite_frac`` best each round (std floored at ``min_std``); ``tick`` after each round."""
     mean, std = space.init(horizon)
     n_elite = max(2, round(elite_frac * candidates))
     best = None
@@ -207,13 +210,16 @@ def cem(cost: Cost, space: PlanSpace, horizon: int, *, candidates: int = 64, ite
         idx = c.topk(n_elite, dim=1, largest=False).indices
         elite = u.gather(1, idx[:, :, None, None].expand(-1, -1, *u.shape[2:]))
         mean, std = elite.mean(1), elite.std(1).clamp_min(min_std)
+        if tick is not None:
+            tick(f"CEM iteration {it + 1}/{iterations}")
     return best
 
 
 def gradient_plan(cost: Cost, space: PlanSpace, horizon: int, *, restarts: int = 8, steps: int = 30,
-                  lr: float = 0.05, generator: torch.Generator) -> Plan:
+                  lr: float = 0.05, generator: torch.Generator, tick: Tick | None = None) -> Plan:
     """Adam on u through the cost from ``restarts`` random starts (drawn from the space's initial Gaussian);
-    after every step u is projected back onto the action space. Gradients flow to u only."""
+    after every step u is projected back onto the action space. Gradients flow to u only. ``tick`` after each
+    step."""
     mean, std = space.init(horizon)
     noise = torch.randn(mean.shape[0], restarts, *mean.shape[1:], generator=generator, device=mean.device)
     u = space.project(mean[:, None] + std[:, None] * noise).detach().requires_grad_(True)
@@ -229,6 +235,8 @@ def gradient_plan(cost: Cost, space: PlanSpace, horizon: int, *, restarts: int =
                 u.grad = grad
                 opt.step()
                 u.copy_(space.project(u))
+        if tick is not None:
+            tick(f"step {step}/{steps}")
     return best
 
 
@@ -259,10 +267,11 @@ def expand_state(state: State, k: int) -> State:
 
 
 def world_cost(world: World, state: State, goal_params: Tensor, goal_view: Tensor | None,
-               generator: torch.Generator) -> Cost:
+               generator: torch.Generator, tick: Tick | None = None) -> Cost:
     """The oracle's cost in the true world: execute each candidate from ``state``; then the remaining error to
     ``goal_params`` (true parameters), or with ``goal_view`` the mean squared pixel difference of the view
-    reached (rendering every candidate)."""
+    reached (rendering every candidate, ``RENDER_CHUNK`` at a time, with ``tick`` after each chunk: minutes for
+    thousands of views on a CPU)."""
 
     def cost(actions: Tensor) -> Tensor:
         b, k = actions.shape[:2]
@@ -270,8 +279,13 @@ def world_cost(world: World, state: State, goal_params: Tensor, goal_view: Tenso
         if goal_view is None:
             err = goal_error(world, reached["params"], goal_params.repeat_interleave(k, 0))[0]
         else:
-            diff = world.render(reached).float() - goal_view.repeat_interleave(k, 0).float()
-            err = diff.pow(2).flatten(1).mean(1)
+            goals, n, parts = goal_view.repeat_interleave(k, 0).float(), b * k, []
+            for s in range(0, n, RENDER_CHUNK):
+                views = world.render({key: v[s:s + RENDER_CHUNK] for key, v in reached.items()}).float()
+                parts.append((views - goals[s:s + RENDER_CHUNK]).pow(2).flatten(1).mean(1))
+                if tick is not None:
+                    tick(f"rendered {min(n, s + RENDER_CHUNK)}/{n} candidate views")
+            err = torch.cat(parts)
         return rearrange(err.to(actions.device), "(b k) -> b k", b=b)
 
     return cost

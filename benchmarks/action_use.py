@@ -28,7 +28,7 @@ from seqjepa.train import build_bank, build_world  # noqa: E402
 
 @torch.no_grad()
 def action_use(run: Path, batches: int, batch_size: int, seed: int) -> dict[str, float]:
-    model, cfg, _ = load_model(run / "latest.pt")  # eval mode, frozen, on the run's device
+    model, cfg, _ = load_model(run / "latest.pt", trusted=True)  # eval mode, frozen, on the run's device
     if cfg.model.method != "seqjepa":
         raise SystemExit(f"{run}: model.method is {cfg.model.method!r}; this checks seq-JEPA's predictor")
     world = build_world(cfg, next(model.parameters()).device, "train")

@@ -74,7 +74,7 @@ def run_one(args, method: str, seed: int, saccades: bool) -> dict:
     summary = train(cfg, run_dir, resume=(run_dir / "latest.pt").exists() and args.resume, log=logs.append)
     t_train = time.time() - t0
     # The two suites behind the paper's Tables 1 and 3 (top-1; relative and absolute R²), nothing else.
-    results = evaluate_checkpoint(run_dir / "latest.pt", suites=["linear_probe", "equivariance"], tensorboard=False,
+    results = evaluate_checkpoint(run_dir / "latest.pt", trusted=True, suites=["linear_probe", "equivariance"], tensorboard=False,
                                   log=lambda s: None)
     t_eval = time.time() - t0 - t_train
     last = next((line for line in reversed(logs) if line.startswith("step ")), "")

@@ -303,7 +303,7 @@ def measure_run(spec: RunSpec, seed: int, args, index: str) -> dict:
         t0 = time.time()
         saved_m, path_integration.PATH_M = path_integration.PATH_M, tuple(args.pi_m)
         try:
-            evaluate_checkpoint(ckpt_path, ["eval.random_init_baseline=true"], suites=list(spec.suites),
+            evaluate_checkpoint(ckpt_path, ["eval.random_init_baseline=true"], trusted=True, suites=list(spec.suites),
                                 tensorboard=False, log=lambda s: None)
         finally:
             path_integration.PATH_M = saved_m

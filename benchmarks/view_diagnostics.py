@@ -130,7 +130,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     for run in args.runs:
-        trained, cfg, ckpt = load_model(run / "latest.pt", require_predictor=False)  # eval mode, frozen
+        trained, cfg, ckpt = load_model(run / "latest.pt", require_predictor=False, trusted=True)  # eval mode, frozen
         device = next(trained.parameters()).device
         world = build_world(cfg, device, "train")
         bank = build_bank(cfg, world, "train", lambda m: None)

@@ -1,7 +1,8 @@
 """Worlds: Gymnasium environments that simulate an observer, plus the registry that names them.
 
 Every world is registered once with :func:`register_world`, which makes it available three ways:
-``gym.make(id)`` (numpy, one episode), ``gym.make_vec(id, num_envs=N, device=...)`` (batched torch) and
+``gym.make(id)`` (numpy, one episode), ``gym.make_vec(id, num_envs=N)`` (numpy batches, like any Gymnasium vector
+env; ``backend="torch", device=...`` gives torch batches on that device, see :mod:`envs.gym_env`) and
 :func:`make_world` (the batched core the trainer uses). A plug-in module calls ``register_world`` at import;
 ``run.py train --env mymodule:MyWorld-v0`` imports ``mymodule`` first (Gymnasium's ``module:id`` form).
 
@@ -26,7 +27,10 @@ WORLDS: dict[str, type[World]] = {}
 
 
 def register_world(env_id: str, world_cls: type[World], *, max_episode_steps: int = 50) -> None:
-    """Register ``world_cls`` under ``env_id`` with Gymnasium (single and vector entry points) and here."""
+    """Register ``world_cls`` under ``env_id`` with Gymnasium (single and vector entry points) and here.
+
+    ``max_episode_steps`` is where both envs truncate an episode (the single env through Gymnasium's TimeLimit).
+    """
     if not isinstance(world_cls, type) or not issubclass(world_cls, World):
         raise TypeError(f"register_world({env_id!r}): expected a subclass of envs.World, got {world_cls!r}")
     WORLDS[env_id] = world_cls

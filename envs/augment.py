@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -44,7 +43,7 @@ from seqjepa.config import ConfigError, opt
 
 from .base import Factor, State, World, prunes_work
 from .images import (CIFAR100_MEAN, CIFAR100_STD, PROCEDURAL_MAX_CLASSES, TINY_IMAGENET_MEAN, TINY_IMAGENET_STD,
-                     ImageSet, cifar100_images, digits_images, load_image_folder, procedural_images,
+                     ImageSet, cifar100_images, digits_images, load_folder_split, procedural_images,
                      tiny_imagenet_images)
 
 # Per-feature affine map raw -> normalised: (raw - LOW) / SCALE.
@@ -127,8 +126,9 @@ class Augmentations(World):
         source: Literal["procedural", "digits", "cifar100", "tinyimagenet", "folder"] = opt(
             "procedural", "images: procedural classes (built in), sklearn digits, CIFAR-100 (python pickles), "
                           "Tiny ImageNet (tiny-imagenet-200 folder) or a folder of class folders")
-        root: str = opt("", "folder of the cifar100 / tinyimagenet / folder sources (folder: root/<class>/*, or "
-                            "root/train and root/test; without those, every 5th image per class is the test split)")
+        root: str = opt("", "folder of the cifar100 / tinyimagenet / folder sources (folder: root/train and "
+                            "root/test (or val), or one root/<class>/<image> tree whose every 5th image per class "
+                            "is the test split)")
         image_size: int = opt(32, "side of the square views (and of the stored images) in pixels", ge=8, le=512)
         num_classes: int = opt(10, "procedural classes (shape x texture x count)", ge=2,
                                le=PROCEDURAL_MAX_CLASSES)
@@ -155,6 +155,7 @@ class Augmentations(World):
         data = self._load(opts)
         if len(data) == 0:
             raise ConfigError(f"source: the {opts.split} split of {opts.source!r} has no images")
+        self._fingerprint = data.fingerprint
         self._images = data.images.to(self.device)  # uint8, the whole split stays on the device
         self._labels = data.labels.to(self.device)
         self.classes = data.classes
@@ -190,21 +191,11 @@ class Augmentations(World):
             return cifar100_images(o.root, o.split, o.image_size)
         if o.source == "tinyimagenet":
             return tiny_imagenet_images(o.root, o.split, o.image_size)
-        root = Path(o.root).expanduser()
-        for name in ((o.split, "val") if o.split == "test" else (o.split,)):
-            if (root / name).is_dir():
-                # Both splits use the train folder's classes, so a label means the same class in each.
-                train = root / "train"
-                classes = sorted(p.name for p in train.iterdir() if p.is_dir()) if train.is_dir() else None
-                return load_image_folder(root / name, o.image_size, classes)
-        data = load_image_folder(root, o.image_size)
-        # No split folders: a fixed hold-out of every 5th image of each class (files are sorted by name).
-        rank = torch.zeros_like(data.labels)
-        for c in range(len(data.classes)):
-            idx = (data.labels == c).nonzero().squeeze(1)
-            rank[idx] = torch.arange(len(idx))
-        keep = (rank % 5 == 4) if o.split == "test" else (rank % 5 != 4)
-        return ImageSet(data.images[keep], data.labels[keep], data.classes)
+        return load_folder_split(o.root, o.split, o.image_size)
+
+    def data_fingerprint(self) -> str | None:
+        """The files of the cifar100 / tinyimagenet / folder sources; None for generated images."""
+        return self._fingerprint
 
     # --- parameters -------------------------------------------------------------------------------------------
     def normalise(self, raw: Tensor) -> Tensor:

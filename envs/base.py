@@ -29,7 +29,9 @@ import abc
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Iterator
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -121,6 +123,15 @@ class World(abc.ABC):
             set_field(opts, key, value)
         return opts
 
+    def data_fingerprint(self) -> str | None:
+        """A digest of the files on disk this world's views come from, or None where it reads none.
+
+        The view bank's cache key includes it, so a bank is rendered again when its data changes. A world over
+        files returns :func:`fingerprint_files` of them: names, sizes and modification times, never the contents,
+        so it stays cheap on datasets of gigabytes.
+        """
+        return None
+
     def absolute(self, params: Tensor) -> dict[str, Tensor]:
         """Per-view targets for absolute probes (e.g. the rotation quaternion). Empty if none."""
         return {}
@@ -177,6 +188,22 @@ class World(abc.ABC):
         if len(episodes) != n or (n and (episodes.min() < 0 or episodes.max() >= self.num_episodes)):
             raise ValueError(f"episodes: got {episodes.tolist()}; expected {n} indices in [0, {self.num_episodes})")
         return episodes
+
+
+def fingerprint_files(files: Iterable[str | os.PathLike]) -> str:
+    """A digest of the sorted names, sizes and modification times of ``files`` (a missing file counts as such).
+
+    Rewriting a file changes its mtime (and usually its size), which is what a cache needs to notice; reading
+    the contents would cost as much as loading the data.
+    """
+    h = hashlib.sha256()
+    for name in sorted({os.fspath(f) for f in files}):
+        try:
+            st = os.stat(name)
+            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except (FileNotFoundError, NotADirectoryError):  # the loader that reads it names the problem
+            h.update(f"{name}\0missing\n".encode())
+    return h.hexdigest()[:16]
 
 
 _FIXED_SIZE = contextvars.ContextVar("fixed_size_work", default=False)

@@ -1,8 +1,9 @@
 """Image sources for the augmentation world: procedural classes, sklearn digits, CIFAR-100, Tiny ImageNet, folders.
 
-Every source returns an :class:`ImageSet` of square uint8 images at a requested side. Nothing is cached: each
-call reads (or draws) the images again, so a changed file is never shadowed by a stale copy. Missing or
-corrupt files raise an error that names the file.
+Every source returns an :class:`ImageSet` of square uint8 images at a requested side, with a fingerprint of the
+files it read. Nothing is cached: each call reads (or draws) the images again, so a changed file is never shadowed
+by a stale copy. A missing, misplaced or corrupt file or folder raises ValueError naming the path, what is wrong and
+what was expected. :func:`load_folder_split` is the split rule of every ``source=folder`` world.
 
 >>> s = procedural_images(num_classes=3, per_class=2, size=16, seed=0, split="train")
 >>> s.images.shape, s.images.dtype, s.labels.tolist(), len(s.classes)
@@ -25,9 +26,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from .base import fingerprint_files
+
 __all__ = ["ImageSet", "procedural_images", "digits_images", "cifar100_images", "tiny_imagenet_images",
-           "load_image_folder", "PROCEDURAL_MAX_CLASSES", "IMAGE_SUFFIXES", "CIFAR100_MEAN", "CIFAR100_STD",
-           "TINY_IMAGENET_MEAN", "TINY_IMAGENET_STD"]
+           "load_image_folder", "load_folder_split", "SPLIT_FOLDERS", "HOLD_OUT_EVERY", "PROCEDURAL_MAX_CLASSES",
+           "IMAGE_SUFFIXES", "CIFAR100_MEAN", "CIFAR100_STD", "TINY_IMAGENET_MEAN", "TINY_IMAGENET_STD"]
 
 Split = Literal["train", "test"]
 # Per-channel pixel statistics the official code normalises these datasets with (datasets.py, CIFAR100_aug and
@@ -37,14 +40,22 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 TINY_IMAGENET_MEAN, TINY_IMAGENET_STD = (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # matched case-insensitively, so .JPEG is included
+CIFAR100_LAYOUT = "the cifar-100-python folder holding the files train, test and meta"
+TINY_IMAGENET_LAYOUT = ("the tiny-imagenet-200 folder holding wnids.txt, train/<wnid>/images/ and val/images/ with "
+                        "val/val_annotations.txt")
+FOLDER_LAYOUT = f"root/<class>/<image> ({', '.join(IMAGE_SUFFIXES)}), or root/train/<class>/<image> and root/test/..."
 
 
 @dataclasses.dataclass
 class ImageSet:
-    """Images with their classes: ``images`` uint8 [N, 3, S, S], ``labels`` long [N], ``classes`` names."""
+    """Images with their classes: ``images`` uint8 [N, 3, S, S], ``labels`` long [N], ``classes`` names, and the
+    ``fingerprint`` of the files read (envs.base.fingerprint_files, taken before the images are decoded, so a file
+    changed meanwhile gives a fingerprint that no longer matches, never old images under a new one); None for
+    generated images. A view bank's key includes it."""
     images: Tensor
     labels: Tensor
     classes: list[str]
+    fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -213,9 +224,19 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _dataset_folder(root: str | Path, dataset: str, layout: str) -> Path:
+    """``root`` expanded, after checking that it is a folder (ValueError naming it and ``layout`` if not)."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ValueError(f"{dataset}: {root} not found; expected {layout}")
+    if not root.is_dir():
+        raise ValueError(f"{dataset}: {root} is a file, not a folder; expected {layout}")
+    return root
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"missing file {path}")
+        raise ValueError(f"CIFAR-100: missing file {path}; expected {CIFAR100_LAYOUT}")
     try:
         with open(path, "rb") as f:
             data = _NumpyOnlyUnpickler(f, encoding="bytes").load()
@@ -232,10 +253,11 @@ def cifar100_images(root: str | Path, split: Split = "train", size: int | None =
 
     >>> s = cifar100_images("~/data/cifar-100-python", "test")  # doctest: +SKIP
     """
-    root = Path(root).expanduser()
-    batch = _unpickle(root / ("test" if split == "test" else "train"))
-    meta = _unpickle(root / "meta")
+    root = _dataset_folder(root, "CIFAR-100", CIFAR100_LAYOUT)
     file = root / ("test" if split == "test" else "train")
+    fingerprint = fingerprint_files([file, root / "meta"])
+    batch = _unpickle(file)
+    meta = _unpickle(root / "meta")
     try:
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = torch.as_tensor(np.asarray(batch["fine_labels"], dtype=np.int64))
@@ -248,7 +270,7 @@ def cifar100_images(root: str | Path, split: Split = "train", size: int | None =
     if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
         raise ValueError(f"cannot read {file}: labels outside the {len(names)} classes of {root / 'meta'}")
     images = rearrange(torch.from_numpy(data.copy()), "n (c h w) -> n c h w", c=3, h=32, w=32)
-    return ImageSet(_resize(images, size), labels, names)
+    return ImageSet(_resize(images, size), labels, names, fingerprint)
 
 
 # -- image files -------------------------------------------------------------------------------------------------
@@ -269,15 +291,18 @@ def _read_image(path: Path, size: int | None) -> np.ndarray:
                 im = im.crop((left, top, left + size, top + size))
             arr = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
-        raise FileNotFoundError(f"missing file {path}") from None
+        raise ValueError(f"missing image file {path}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
     return arr
 
 
-def _stack(paths: list[Path], labels: list[int], classes: list[str], size: int | None, where: Path) -> ImageSet:
+def _stack(paths: list[Path], labels: list[int], classes: list[str], size: int | None, where: Path,
+           layout: str, index_files: tuple[Path, ...] = ()) -> ImageSet:
+    """The images ``paths`` read and stacked; the fingerprint also covers the ``index_files`` that listed them."""
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {where}")
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {where}; expected {layout}")
+    fingerprint = fingerprint_files([*index_files, *paths])
     # Pillow releases the GIL while decoding, so threads read Tiny ImageNet's 100k JPEGs several times faster.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(lambda p: _read_image(p, size), paths))
@@ -287,7 +312,7 @@ def _stack(paths: list[Path], labels: list[int], classes: list[str], size: int |
     images = rearrange(torch.from_numpy(np.stack(arrays)), "n h w c -> n c h w").contiguous()
     if images.shape[-1] != images.shape[-2]:
         images = _resize(images, min(images.shape[-2:]))
-    return ImageSet(images, torch.tensor(labels, dtype=torch.long), classes)
+    return ImageSet(images, torch.tensor(labels, dtype=torch.long), classes, fingerprint)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -301,17 +326,20 @@ def tiny_imagenet_images(root: str | Path, split: Split = "train", size: int | N
 
     >>> s = tiny_imagenet_images("~/data/tiny-imagenet-200", "test")  # doctest: +SKIP
     """
-    root = Path(root).expanduser()
+    root = _dataset_folder(root, "Tiny ImageNet", TINY_IMAGENET_LAYOUT)
     wnids_file = root / "wnids.txt"
     if not wnids_file.is_file():
-        raise FileNotFoundError(f"missing file {wnids_file}")
+        raise ValueError(f"Tiny ImageNet: missing file {wnids_file}; expected {TINY_IMAGENET_LAYOUT}")
     wnids = [w.strip() for w in wnids_file.read_text().splitlines() if w.strip()]
+    if not wnids:
+        raise ValueError(f"Tiny ImageNet: {wnids_file} lists no wnids; expected one class id a line")
     index = {w: i for i, w in enumerate(wnids)}
-    paths, labels = [], []
+    paths, labels, listed = [], [], (wnids_file,)
     if split == "test":
         ann = root / "val" / "val_annotations.txt"
         if not ann.is_file():
-            raise FileNotFoundError(f"missing file {ann}")
+            raise ValueError(f"Tiny ImageNet: missing file {ann}; expected {TINY_IMAGENET_LAYOUT}")
+        listed += (ann,)
         for n, line in enumerate(ann.read_text().splitlines(), 1):
             parts = line.split("\t")
             if not line.strip():
@@ -325,11 +353,12 @@ def tiny_imagenet_images(root: str | Path, split: Split = "train", size: int | N
         for w in wnids:
             folder = root / "train" / w / "images"
             if not folder.is_dir():
-                raise FileNotFoundError(f"missing folder {folder}")
+                raise ValueError(f"Tiny ImageNet: missing folder {folder} (wnid {w} of {wnids_file}); expected "
+                                 f"{TINY_IMAGENET_LAYOUT}")
             files = _image_files(folder)
             paths += files
             labels += [index[w]] * len(files)
-    return _stack(paths, labels, wnids, size, root)
+    return _stack(paths, labels, wnids, size, root, TINY_IMAGENET_LAYOUT, listed)
 
 
 def load_image_folder(root: str | Path, size: int | None = 32, classes: list[str] | None = None) -> ImageSet:
@@ -340,12 +369,10 @@ def load_image_folder(root: str | Path, size: int | None = 32, classes: list[str
 
     >>> s = load_image_folder("~/data/my_classes", 64)  # doctest: +SKIP
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"missing folder {root}")
+    root = _dataset_folder(root, "image folder", FOLDER_LAYOUT)
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not found:
-        raise FileNotFoundError(f"no class folders under {root} (expected root/<class>/<image>)")
+        raise ValueError(f"image folder: no class folders under {root}; expected {FOLDER_LAYOUT}")
     if classes is not None and set(found) - set(classes):
         raise ValueError(f"class folders {sorted(set(found) - set(classes))} under {root} are not among the "
                          f"classes {classes}")
@@ -355,4 +382,54 @@ def load_image_folder(root: str | Path, size: int | None = 32, classes: list[str
         files = _image_files(root / c) if (root / c).is_dir() else []
         paths += files
         labels += [i] * len(files)
-    return _stack(paths, labels, classes, size, root)
+    return _stack(paths, labels, classes, size, root, f"at least one image in the class folders {classes}")
+
+
+SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val"), "unlabeled": ("unlabeled",)}
+HOLD_OUT_EVERY = 5  # a folder without split folders: every 5th image of each class is the test split
+
+
+def load_folder_split(root: str | Path, split: str, size: int | None = 32) -> ImageSet:
+    """The ``split`` of an image folder: the one split rule of every ``source=folder`` world.
+
+    - ``root/train``, ``root/test`` (or ``root/val``) and ``root/unlabeled`` present: each split is its own
+      ``<split>/<class>/<image>`` tree, read with the classes of ``root/train`` so that a label names the same
+      class in every split (a split may lack a class).
+    - No split folder at all: ``root/<class>/<image>`` is split in place, the same on every call: every 5th image
+      of each class (files sorted by name) is the test split, the others the train split; there is no unlabeled
+      split. A class with fewer than 5 images has none in the test split.
+    - Split folders, but not the one asked for: ValueError naming those found. Holding images out of
+      ``root/train`` instead would change the training set whenever a test folder is added or removed, and
+      reading the train images as the test split would score a model on what it was trained on.
+
+    >>> s = load_folder_split("~/data/my_classes", "test", 64)  # doctest: +SKIP
+    """
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"split: got {split!r}; allowed: {', '.join(map(repr, SPLIT_FOLDERS))}")
+    root = _dataset_folder(root, "image folder", FOLDER_LAYOUT)
+    present = [name for names in SPLIT_FOLDERS.values() for name in names if (root / name).is_dir()]
+    if present:
+        folder = next((root / name for name in SPLIT_FOLDERS[split] if (root / name).is_dir()), None)
+        if folder is None:
+            wanted = " or ".join(f"{root / name}" for name in SPLIT_FOLDERS[split])
+            raise ValueError(f"image folder: no {split} split under {root}: it has the split folders {present} but "
+                             f"not {wanted}; expected {wanted}/<class>/<image>, or no split folders at all (then "
+                             f"every {HOLD_OUT_EVERY}th image of each class is the test split)")
+        train = root / "train"
+        classes = sorted(p.name for p in train.iterdir() if p.is_dir()) if train.is_dir() else None
+        return load_image_folder(folder, size, classes)
+    if split == "unlabeled":
+        raise ValueError(f"image folder: no unlabeled split under {root}; expected {root / 'unlabeled'}/<class>/"
+                         f"<image> beside {root / 'train'} and {root / 'test'}")
+    data = load_image_folder(root, size)
+    rank = torch.zeros_like(data.labels)  # each image's position within its class (files are sorted by name)
+    for c in range(len(data.classes)):
+        idx = (data.labels == c).nonzero().squeeze(1)
+        rank[idx] = torch.arange(len(idx))
+    held_out = rank % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
+    keep = held_out if split == "test" else ~held_out
+    if split == "test" and not keep.any():
+        raise ValueError(f"image folder: the test split of {root} is empty (every {HOLD_OUT_EVERY}th image of each "
+                         f"class, and no class has {HOLD_OUT_EVERY}); expected at least {HOLD_OUT_EVERY} images in "
+                         f"a class, or root/train and root/test folders")
+    return ImageSet(data.images[keep], data.labels[keep], data.classes, data.fingerprint)

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from seqjepa.config import ConfigError, opt
 
-from .base import Factor, State, World, split_generator
+from .base import Factor, State, World, fingerprint_files, split_generator
 from .saliency import classical_saliency, inhibit, object_saliency, sample_fixations, to_probability
 from .scenes import MAX_CLASSES, class_object_places, cluttered_scenes
 
@@ -54,7 +54,9 @@ class Saccades(World):
         source: Literal["scenes", "stl10", "folder"] = opt(
             "scenes", "scenes: procedural cluttered scenes (no download); stl10: the STL-10 binary release under "
                       "root; folder: an image folder under root (class sub-folders)")
-        root: str = opt("", "stl10: the stl10_binary folder; folder: the image folder (root/<split> if present)")
+        root: str = opt("", "stl10: the stl10_binary folder; folder: root/train, root/test (or val), "
+                            "root/unlabeled, or one root/<class>/<image> tree whose every 5th image per class is "
+                            "the test split")
         split: Literal["train", "test", "unlabeled"] = opt(
             "train", "which images; unlabeled = STL-10's 100k pre-training images (labels -1), or a third "
                      "disjoint set of procedural scenes")
@@ -96,6 +98,7 @@ class Saccades(World):
             raise ConfigError(f"saliency: got 'object' with source={opts.source!r}; allowed: 'contrast' or "
                               f"'spectral' (object needs the procedural scenes, whose objects' places are known)")
         self.options, self.device = opts, torch.device(device)
+        self._fingerprints: list[str] = []  # of the files read: images (stl10, folder), saliency maps
         if opts.source == "scenes":
             self.images, self.labels, self.saliency, self._object_centres = _scene_data(
                 opts.num_classes, opts.per_class, opts.scene_size, opts.seed, opts.split, opts.class_colours,
@@ -103,12 +106,14 @@ class Saccades(World):
             self.num_classes = opts.num_classes
         else:
             self._object_centres = None  # an image's objects' places are unknown
-            images, labels, self.num_classes = _load_images(opts)
+            images, labels, self.num_classes, fingerprint = _load_images(opts)
+            self._fingerprints.append(fingerprint)
             self.images, self.labels = images.to(self.device), labels.to(self.device)
             self.saliency = None
             if opts.fixations == "saliency" and not opts.saliency_maps:
                 self.saliency = classical_saliency(self.images, opts.saliency)
         if opts.fixations == "saliency" and opts.saliency_maps:
+            self._fingerprints.append(fingerprint_files([_maps_path(opts)]))  # before reading, as for images
             self.saliency = _load_maps(opts, len(self.images)).to(self.device)
         self.num_episodes = len(self.images)
         self.image_size = opts.glimpse
@@ -126,6 +131,10 @@ class Saccades(World):
         ok = (span >= g // 2) & (span <= opts.scene_size - g + g // 2)
         self._region = (ok[:, None] & ok[None, :]) if opts.inside else None
         self._channels = torch.arange(3, device=self.device)
+
+    def data_fingerprint(self) -> str | None:
+        """The image files (stl10, folder) and saliency maps read; None for procedural scenes with computed maps."""
+        return "+".join(self._fingerprints) or None
 
     # --- episodes and fixations ------------------------------------------------------------------------------
     def _gen(self, generator: torch.Generator) -> torch.Generator:
@@ -290,24 +299,30 @@ def _resize(images: Tensor, size: int, chunk: int = 1024) -> Tensor:
     return torch.cat(out)
 
 
-def _load_images(opts: Saccades.Options) -> tuple[Tensor, Tensor, int]:
-    """(images uint8 [N, 3, S, S], labels long [N], number of classes) of an STL-10 or folder source."""
+def _load_images(opts: Saccades.Options) -> tuple[Tensor, Tensor, int, str]:
+    """(images uint8 [N, 3, S, S], labels long [N], number of classes, fingerprint of the files) of an STL-10 or
+    folder source; a folder is split by the rule every folder source shares (envs.images.load_folder_split)."""
     limit = opts.max_images or None
     if opts.source == "stl10":
         from .stl10 import load_stl10
+        root = Path(os.path.expanduser(opts.root))
+        fingerprint = fingerprint_files([root / f"{opts.split}_X.bin", root / f"{opts.split}_y.bin"])
         images, labels = load_stl10(opts.root, opts.split, limit)
-        return _resize(images, opts.scene_size), labels, 10
-    from .images import load_image_folder  # a sibling module, imported only when this source is used
-    root = Path(os.path.expanduser(opts.root))
-    data = load_image_folder(root / opts.split if (root / opts.split).is_dir() else root, opts.scene_size)
-    images, labels = data.images[:limit], torch.as_tensor(data.labels, dtype=torch.long)[:limit]
-    return _resize(images, opts.scene_size), labels, max(len(data.classes), 1)
+        return _resize(images, opts.scene_size), labels, 10, fingerprint
+    from .images import load_folder_split  # a sibling module, imported only when this source is used
+    data = load_folder_split(opts.root, opts.split, opts.scene_size)
+    images, labels = data.images[:limit], data.labels[:limit]
+    return _resize(images, opts.scene_size), labels, max(len(data.classes), 1), data.fingerprint
+
+
+def _maps_path(opts: Saccades.Options) -> str:
+    return os.path.expanduser(opts.saliency_maps.replace("{split}", opts.split))
 
 
 def _load_maps(opts: Saccades.Options, count: int) -> Tensor:
     """Precomputed saliency maps for the first ``count`` images, resized to the scene and renormalised."""
     from .stl10 import load_saliency_maps
-    path = opts.saliency_maps.replace("{split}", opts.split)
+    path = _maps_path(opts)
     maps = load_saliency_maps(path, expected=None if opts.max_images else count, limit=count)
     if len(maps) < count:
         raise ValueError(f"saliency maps: {path} holds {len(maps)} maps for {count} images; expected one per image")

@@ -17,6 +17,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
+import re
+import socket
+import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +32,10 @@ from torch import Tensor
 from .base import State, World
 
 BANK_FORMAT = 4  # bump when the bank's contents or the renderers change, so old caches are not reused
+STALE_TEMP_SECONDS = 600  # a save keeps writing its temp file, so one untouched this long has no live writer
+# What torch.load raises on an intact zip archive that is not a saved bank (a foreign pickle, other members).
+_UNREADABLE = (RuntimeError, pickle.UnpicklingError, LookupError, ValueError)
+_TEMP = re.compile(r"\.tmp(\d+)(?:@(.+))?$")  # bank-KEY.pt.tmp<PID>@<host>; older versions wrote bank-KEY.tmp<PID>
 
 
 @dataclasses.dataclass
@@ -74,7 +84,9 @@ class ViewBank:
     """N episodes x V views rendered once (like 3DIEBench's 50 views per object) and cached as uint8.
 
     The cache file name is a hash of everything that determines its contents (world id and resolved options,
-    N, V, seed, format version), so a bank is never reused for other settings.
+    the world's data fingerprint where it reads files, N, V, seed, format version), so a bank is never reused for
+    other settings or changed data. The file is torch's zip archive, whose directory records every member's size
+    and CRC-32, so a damaged file is found before it is unpickled.
     """
 
     def __init__(self, views: Tensor, params: Tensor, labels: Tensor, episodes: Tensor):
@@ -92,6 +104,9 @@ class ViewBank:
     def key(world_id: str, world: World, objects: int, views: int, seed: int) -> str:
         spec = {"world": world_id, "options": dataclasses.asdict(world.options), "objects": objects,
                 "views": views, "seed": seed, "format": BANK_FORMAT}
+        data = world.data_fingerprint()
+        if data is not None:  # only worlds over files add it: the others keep the keys their caches have
+            spec["data"] = data
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -117,18 +132,59 @@ class ViewBank:
     @classmethod
     def cached(cls, world_id: str, world: World, objects: int, views: int, seed: int, cache_dir: str,
                log: Callable[[str], None] | None = None) -> "ViewBank":
-        """Load the bank for these settings from ``cache_dir``, rendering and saving it first if absent."""
-        path = Path(os.path.expanduser(cache_dir)) / f"bank-{cls.key(world_id, world, objects, views, seed)}.pt"
+        """Load the bank for these settings from ``cache_dir``, rendering and saving it first if absent.
+
+        A cached file that is not an intact zip archive (cut short, emptied, overwritten: its CRC-32s or directory
+        do not match) or not a bank of these settings is named in a one-line warning (``log``, else ``warnings``),
+        moved aside to ``bank-KEY.pt.corrupt`` and rendered again; it is only ever loaded with
+        ``weights_only=True``. Temp files of this key left by a killed save are removed first.
+        """
+        folder = _cache_folder(cache_dir)
+        key = cls.key(world_id, world, objects, views, seed)
+        path = folder / f"bank-{key}.pt"
+        _remove_stale_temp_files(folder, key)
         if path.exists():
-            data = torch.load(path, map_location=world.device, weights_only=True)
-            return cls(data["views"], data["params"], data["labels"], data["episodes"])
+            try:
+                return cls._load(path, world, objects, views)
+            except _DamagedBank as e:
+                aside = path.with_name(path.name + ".corrupt")
+                os.replace(path, aside)
+                (log or _warn)(f"warning: view bank {path} is damaged ({e}); moved to {aside.name}, rendering again")
+        if not os.access(folder, os.W_OK | os.X_OK):  # checked before rendering, which can take hours
+            raise ValueError(f"world.cache_dir: {folder} is not writable; expected a folder where view banks "
+                             f"can be saved")
         bank = cls.render(world, objects, views, seed, log=log)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"views": bank.views.cpu(), "params": bank.params.cpu(), "labels": bank.labels.cpu(),
-                    "episodes": bank.episodes.cpu()}, tmp)
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written bank under the real name
+        bank._save(path)
         return bank
+
+    @classmethod
+    def _load(cls, path: Path, world: World, objects: int, views: int) -> "ViewBank":
+        """The bank in ``path``, checked as a zip archive (directory, sizes, CRC-32s: torch.save computes them)
+        and against the shapes these settings give; raises _DamagedBank saying what is wrong."""
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise _DamagedBank(f"not a complete zip archive: {e}") from None
+        if bad is not None:
+            raise _DamagedBank(f"the CRC-32 of its member {bad} does not match its data")
+        try:
+            data = torch.load(path, map_location=world.device, weights_only=True)
+        except _UNREADABLE as e:  # an intact archive of something else: never retried without weights_only
+            raise _DamagedBank(f"not a view bank: {type(e).__name__}") from None
+        _check_contents(data, world, objects, views)
+        return cls(data["views"], data["params"], data["labels"], data["episodes"])
+
+    def _save(self, path: Path) -> None:
+        """Write the bank atomically: a kill never leaves a half-written file under its real name, only a temp
+        file that the next build of this key removes."""
+        tmp = _temp_name(path)
+        try:
+            torch.save({"views": self.views.cpu(), "params": self.params.cpu(), "labels": self.labels.cpu(),
+                        "episodes": self.episodes.cpu()}, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # left only where the save failed
 
     def sample(self, world: World, n: int, steps: int, generator: torch.Generator) -> Batch:
         """``n`` sequences of ``steps`` distinct views of random episodes, in random order."""
@@ -142,6 +198,83 @@ class ViewBank:
         params = self.params[rows[:, None], idx]
         return Batch(views, world.relative(params[:, :-1], params[:, 1:]), params, self.labels[rows],
                      self.episodes[rows])
+
+
+class _DamagedBank(Exception):
+    """A cached bank file that cannot be used; the message says why."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def _cache_folder(cache_dir: str) -> Path:
+    """``cache_dir`` as an existing folder; ValueError naming it when it is a file or cannot be created."""
+    folder = Path(os.path.expanduser(cache_dir))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"world.cache_dir: {folder} is a file; expected a folder for the view-bank caches "
+                         f"(or a path where one can be created)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"world.cache_dir: cannot create {folder} ({e.strerror}); expected a folder for the "
+                         f"view-bank caches (or a path where one can be created)") from None
+    return folder
+
+
+def _temp_name(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place; the PID and host tell a later run whether
+    its writer is still alive."""
+    return path.with_name(f"{path.name}.tmp{os.getpid()}@{socket.gethostname()}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host."""
+    if os.name == "nt":  # os.kill would terminate the process there: only the age rule applies
+        return True
+    if pid <= 0:  # os.kill would signal a process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale_temp_files(folder: Path, key: str) -> None:
+    """Remove temp files of bank ``key`` left by killed saves: their process is gone (on this host), or nothing
+    has written them for STALE_TEMP_SECONDS (a writer on another host sharing the folder)."""
+    host, now = socket.gethostname(), time.time()
+    for file in folder.glob(f"bank-{key}.*tmp*"):
+        m = _TEMP.search(file.name)
+        if m is None:
+            continue
+        try:
+            age = now - file.stat().st_mtime
+        except FileNotFoundError:  # its writer renamed it into place meanwhile
+            continue
+        local = m.group(2) is None or m.group(2) == host
+        if age > STALE_TEMP_SECONDS or (local and not _alive(int(m.group(1)))):
+            file.unlink(missing_ok=True)
+
+
+def _check_contents(data: object, world: World, objects: int, views: int) -> None:
+    """Raise _DamagedBank unless ``data`` holds a bank of ``objects`` x ``views`` views of ``world``."""
+    s = world.image_size
+    shapes = {"views": (objects, views, 3, s, s), "params": (objects, views, world.param_dim),
+              "labels": (objects,), "episodes": (objects,)}
+    if not isinstance(data, dict) or set(data) != set(shapes):
+        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise _DamagedBank(f"holds {found}; expected a dict of {', '.join(shapes)}")
+    for name, shape in shapes.items():
+        t = data[name]
+        if not isinstance(t, Tensor) or tuple(t.shape) != shape:
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise _DamagedBank(f"{name} is {got}; expected a tensor of shape {shape}")
+    if data["views"].dtype != torch.uint8:
+        raise _DamagedBank(f"views are {data['views'].dtype}; expected torch.uint8")
 
 
 class SequenceSource:

@@ -33,12 +33,24 @@ STL10_MEAN, STL10_STD = (0.4467, 0.4398, 0.4066), (0.2241, 0.2215, 0.2239)
 
 RELEASE = ("the STL-10 binary release (train_X.bin, train_y.bin, test_X.bin, test_y.bin, unlabeled_X.bin, "
            "class_names.txt)")
+SALIENCY = "a .npy of saliency maps, shape (N, 1, H, W) float32 (e.g. saliency_train.npy)"
 
 
-def _path(path: str | os.PathLike, expected: str = RELEASE) -> Path:
+def _path(path: str | os.PathLike, what: str = "STL-10", expected: str = RELEASE) -> Path:
+    """``path`` expanded, after checking it is a file (ValueError naming it, ``what`` it is for and ``expected``)."""
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
-        raise FileNotFoundError(f"STL-10: {p} not found; expected {expected}")
+        problem = "is a folder, not a file" if p.is_dir() else "not found"
+        raise ValueError(f"{what}: {p} {problem}; expected {expected}")
+    return p
+
+
+def _root(root: str | os.PathLike) -> Path:
+    """The STL-10 folder, after checking it is one (a file or a missing path is named as such)."""
+    p = Path(os.path.expanduser(str(root)))
+    if not p.is_dir():
+        problem = "is a file, not a folder" if p.exists() else "not found"
+        raise ValueError(f"STL-10: {p} {problem}; expected the stl10_binary folder of {RELEASE}")
     return p
 
 
@@ -78,7 +90,7 @@ def load_stl10(root: str | os.PathLike, split: str, limit: int | None = None) ->
     """(images uint8 [N, 3, 96, 96], labels long [N]) of ``split``; labels are -1 for ``unlabeled``."""
     if split not in SPLITS:
         raise ValueError(f"STL-10 split: got {split!r}; allowed: {', '.join(map(repr, SPLITS))}")
-    root = Path(os.path.expanduser(str(root)))
+    root = _root(root)
     images = read_images(root / f"{split}_X.bin", limit)
     if split == "unlabeled":
         return images, torch.full((len(images),), -1, dtype=torch.long)
@@ -91,7 +103,7 @@ def load_stl10(root: str | os.PathLike, split: str, limit: int | None = None) ->
 
 def class_names(root: str | os.PathLike) -> list[str]:
     """The ten class names from ``class_names.txt``, in label order."""
-    p = _path(Path(os.path.expanduser(str(root))) / "class_names.txt")
+    p = _path(_root(root) / "class_names.txt")
     names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
     if len(names) != 10:
         raise ValueError(f"STL-10: {p} lists {len(names)} names; expected 10, one a line")
@@ -104,7 +116,7 @@ def load_saliency_maps(path: str | os.PathLike, expected: int | None = None, lim
     ``expected`` is the number of images the maps belong to (an error names both counts if they differ);
     ``limit`` keeps the first maps only (read lazily through a memory map).
     """
-    p = _path(path, "a .npy of saliency maps, shape (N, 1, H, W) float32 (e.g. saliency_train.npy)")
+    p = _path(path, "saliency maps", SALIENCY)
     try:
         arr = np.load(p, mmap_mode="r", allow_pickle=False)
     except ValueError as e:

@@ -1,8 +1,9 @@
 """Frozen-model evaluation of seq-JEPA (paper §3): feature collection, probe heads, the suites and TensorBoard.
 
-One module per suite (linear_probe, equivariance, path_integration, ood, retrieval, knn), run by
-:func:`evaluate`; ``eval.from_checkpoint.evaluate_checkpoint`` evaluates a checkpoint alone and writes the report,
-``eval.tensorboard`` logs what the model predicts.
+One module per suite (linear_probe, equivariance, action_use, path_integration, ood, retrieval, knn), run by
+:func:`evaluate`; ``eval.from_checkpoint.evaluate_checkpoint`` checks a checkpoint, evaluates it alone and writes
+the report (numbers beside their yardsticks: random init, chance, ``eval.paper``'s values), ``eval.tensorboard``
+logs what the model predicts, ``eval.progress`` shows the progress of long steps.
 
 >>> from eval import evaluate, format_table                                                  # doctest: +SKIP
 >>> res = evaluate(model, world_train, world_test, cfg.eval, device="cuda", suites="all")    # doctest: +SKIP

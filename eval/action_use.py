@@ -61,6 +61,7 @@ def run(ctx: Context) -> dict[str, dict]:
                 losses = action_use(ctx.model, batch.views[:, :m + 1], batch.actions[:, :m],
                                     batch.actions[other, :m])
                 sums[m] += torch.stack([losses["true"].double().sum(), losses["last shuffled"].double().sum()]).cpu()
+        ctx.tick(f"{n}/{cfg.test_sequences} test sequences")
     out = {}
     for m in m_val:
         true, shuffled = (sums[m] / n).tolist()

@@ -37,6 +37,7 @@ TARGET_STANDARDISATION = ("per-dimension, with the train split's mean and std fo
 R2_DEFINITION = ("r2 (= value): per-dimension R² averaged over output dimensions (sklearn uniform_average, "
                  "the paper's number); r2_global: 1 - SSE/SST over all entries flattened, SST about the grand "
                  "mean (SIE)")
+CHANCE_R2 = "R² of predicting the train mean for every test row: 0 (slightly below on a finite test split)"
 BASE_KEYS = ("sampling", "train_sequences", "test_sequences", "seed", "input_standardisation", "scoring")
 
 
@@ -57,6 +58,7 @@ class Context:
     world_ood: World | None = None   # the same world rendering out-of-distribution poses (ood suite)
     bank_ood: ViewBank | None = None
     log: Callable[[str], None] = print
+    tick: Callable[[str], None] = lambda note: None  # progress: a probe epoch or a batch done, and what runs
 
     @property
     def m_val(self) -> list[int]:
@@ -90,8 +92,10 @@ def generator_for(world: World, bank: ViewBank | None, seed: int) -> torch.Gener
 
 
 def sample_features(model: nn.Module, world: World, bank: ViewBank | None, n: int, steps: int, seed: int,
-                    cfg: EvalConfig, m_val: list[int], device: torch.device | str, autocast: bool) -> dict:
-    """Draw ``n`` sequences of ``steps`` views in chunks of ``cfg.batch_size`` and collect their features.
+                    cfg: EvalConfig, m_val: list[int], device: torch.device | str, autocast: bool,
+                    tick: Callable[[], None] | None = None) -> dict:
+    """Draw ``n`` sequences of ``steps`` views in chunks of ``cfg.batch_size`` and collect their features;
+    ``tick`` is called after each chunk.
 
     Features are collected chunk by chunk so the views never all sit in memory at once. Returns ``z`` [N, T, D],
     ``z_agg`` {M: [N, d]}, ``labels`` [N], ``params`` [N, T, P], ``episodes`` [N], all on the CPU.
@@ -102,6 +106,8 @@ def sample_features(model: nn.Module, world: World, bank: ViewBank | None, n: in
         k = min(cfg.batch_size, n - start)
         parts.append(collect(model, [draw(world, bank, k, steps, gen)], m_val=m_val, device=device,
                              autocast=autocast))
+        if tick is not None:
+            tick()
     return {"z": torch.cat([p["z"] for p in parts]),
             "z_agg": {m: torch.cat([p["z_agg"][m] for p in parts]) for m in parts[0]["z_agg"]},
             "labels": torch.cat([p["labels"] for p in parts]),
@@ -134,23 +140,26 @@ def absolute_targets(world: World, params: Tensor) -> dict[str, Tensor]:
 
 
 def classify(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, ctx: Context, *, views: int,
-             inputs: str) -> dict:
-    """Linear-probe top-1 (%) with its protocol."""
+             inputs: str, metric: str = "") -> dict:
+    """Linear-probe top-1 (%) with its protocol; ``metric`` (its JSON key) names the fit in the progress."""
     cfg, dev = ctx.cfg, ctx.device
+    num_classes = ctx.world_train.num_classes
     acc = fit_classifier(x_tr.to(dev), y_tr.to(dev), x_te.to(dev), y_te.to(dev),
-                         num_classes=ctx.world_train.num_classes, epochs=cfg.linear_epochs, lr=cfg.lr,
-                         batch_size=cfg.batch_size, seed=cfg.seed)
+                         num_classes=num_classes, epochs=cfg.linear_epochs, lr=cfg.lr,
+                         batch_size=cfg.batch_size, seed=cfg.seed,
+                         on_epoch=lambda: ctx.tick(f"fitting {metric}"))
     protocol = {"probe": "linear classifier", "metric": "top-1 accuracy (%) on the test split", "unit": "top-1 %",
                 "input": inputs, "input_dim": int(x_tr.shape[1]), "target": "class label",
-                "num_classes": int(ctx.world_train.num_classes),
+                "num_classes": int(num_classes), "chance": 100.0 / num_classes,
                 "optimizer": "Adam (default betas, no weight decay)", "loss": "cross-entropy",
                 "epochs": cfg.linear_epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "views": views, **ctx.base}
     return {"value": acc, "protocol": protocol}
 
 
 def regress(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, head: str, ctx: Context, *, views: int,
-            inputs: str, target: str) -> dict:
-    """R² of a linear or MLP regression head with its protocol (epochs per head type, as the paper).
+            inputs: str, target: str, metric: str = "") -> dict:
+    """R² of a linear or MLP regression head with its protocol (epochs per head type, as the paper); ``metric``
+    (its JSON key) names the fit in the progress.
 
     With ``cfg.val_fraction`` the scored epoch is picked on whole episodes (objects, images) held out of the train
     split: the test split holds unseen episodes, and rows of a seen one would reward memorising it.
@@ -160,11 +169,13 @@ def regress(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, head: str, c
     hidden = cfg.mlp_hidden if head == "mlp" else 0
     r2 = fit_regressor(x_tr.to(dev), y_tr.to(dev), x_te.to(dev), y_te.to(dev), head=head, hidden=hidden,
                        epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
-                       val_fraction=cfg.val_fraction, groups=ctx.train.get("episodes"))
+                       val_fraction=cfg.val_fraction, groups=ctx.train.get("episodes"),
+                       on_epoch=lambda: ctx.tick(f"fitting {metric}"))
     probe = (f"MLP regressor {x_tr.shape[1]}-{hidden}-{hidden}-{y_tr.shape[1]} (ReLU)" if head == "mlp"
              else f"linear regressor {x_tr.shape[1]}-{y_tr.shape[1]}")
     protocol = {"probe": probe, "head": head, "metric": "R² on the test split", "unit": "R²",
-                "r2_definition": R2_DEFINITION, "input": inputs, "input_dim": int(x_tr.shape[1]),
+                "r2_definition": R2_DEFINITION, "chance": 0.0, "chance_definition": CHANCE_R2, "input": inputs,
+                "input_dim": int(x_tr.shape[1]),
                 "target": target, "target_dim": int(y_tr.shape[1]),
                 "optimizer": "Adam (default betas, no weight decay)", "loss": "MSE on standardised targets",
                 "epochs": epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "views": views, **ctx.base,

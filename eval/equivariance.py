@@ -41,11 +41,13 @@ def run(ctx: Context, prefix: str = "") -> dict[str, dict]:
         out[f"{prefix}equivariance/{name}"] = regress(
             pair_tr, rel_tr[:, factor.slice], pair_te, rel_te[:, factor.slice], factor.head, ctx, views=2,
             inputs="[z_0, z_1]: encoder outputs of the first two views",
-            target=f"world.relative(params[:, 0], params[:, 1])[..., {factor.start}:{factor.stop}] ({name})")
+            target=f"world.relative(params[:, 0], params[:, 1])[..., {factor.start}:{factor.stop}] ({name})",
+            metric=f"{prefix}equivariance/{name}")
     abs_tr = absolute_targets(ctx.world_train, tr["params"][:, 0])
     abs_te = absolute_targets(ctx.world_test, te["params"][:, 0])
     for key in abs_tr:
         out[f"{prefix}absolute/{key}"] = regress(
             tr["z"][:, 0], abs_tr[key], te["z"][:, 0], abs_te[key], "mlp", ctx, views=1,
-            inputs="encoder output z of the first view", target=f"world.absolute(params[:, 0])[{key!r}]")
+            inputs="encoder output z of the first view", target=f"world.absolute(params[:, 0])[{key!r}]",
+            metric=f"{prefix}absolute/{key}")
     return out

@@ -65,6 +65,7 @@ def run(ctx: Context) -> dict[str, dict]:
         return {"value": acc, "protocol": {
             "probe": f"weighted k-NN (k={K}, cosine, weights exp(sim/{TEMPERATURE}))",
             "metric": "top-1 accuracy (%) on the test split, memory = train split", "unit": "top-1 %",
+            "num_classes": int(ctx.world_train.num_classes), "chance": 100.0 / ctx.world_train.num_classes,
             "input": inputs, "input_dim": int(x_tr.shape[1]), "k": K, "temperature": TEMPERATURE,
             "epochs": 0, "lr": None, "batch_size": CHUNK, "views": views, **ctx.base}}
 

@@ -42,18 +42,19 @@ def run(ctx: Context, prefix: str = "") -> dict[str, dict]:
     """Fit and score the probes; ``prefix`` namespaces the keys (the ood suite passes ``"ood/"``)."""
     tr, te, out = ctx.train, ctx.test, {}
     for m in sorted(tr["z_agg"]):
-        out[f"{prefix}linear_probe/z_agg/M={m}"] = classify(
-            tr["z_agg"][m], tr["labels"], te["z_agg"][m], te["labels"], ctx, views=m,
-            inputs=f"z_agg from the first {m} views and actions[:, :{m}]")
-    out[f"{prefix}linear_probe/encoder"] = classify(
-        tr["z"][:, 0], tr["labels"], te["z"][:, 0], te["labels"], ctx, views=1,
-        inputs="encoder output z of the first view")
+        key = f"{prefix}linear_probe/z_agg/M={m}"
+        out[key] = classify(tr["z_agg"][m], tr["labels"], te["z_agg"][m], te["labels"], ctx, views=m,
+                            inputs=f"z_agg from the first {m} views and actions[:, :{m}]", metric=key)
+    key = f"{prefix}linear_probe/encoder"
+    out[key] = classify(tr["z"][:, 0], tr["labels"], te["z"][:, 0], te["labels"], ctx, views=1,
+                        inputs="encoder output z of the first view", metric=key)
     clean_tr = clean_features(ctx, ctx.world_train, tr["episodes"])
     clean_te = clean_features(ctx, ctx.world_test, te["episodes"]) if clean_tr is not None else None
     if clean_te is not None:
         out[f"{prefix}linear_probe/encoder/clean"] = classify(
             clean_tr, tr["labels"], clean_te, te["labels"], ctx, views=1,
-            inputs="encoder output z of the clean view of each sequence's episode (world.clean_views)")
+            inputs="encoder output z of the clean view of each sequence's episode (world.clean_views)",
+            metric=f"{prefix}linear_probe/encoder/clean")
     return out
 
 

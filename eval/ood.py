@@ -48,7 +48,8 @@ def run(ctx: Context) -> dict[str, dict]:
     """Features of OOD test sequences, then both suites with those as the test split."""
     steps = views_needed(ctx.cfg)  # not the longest suite's sequences: these probes read only max(M_val) + 1 views
     test = sample_features(ctx.model, ctx.world_ood, ctx.bank_ood, ctx.cfg.test_sequences, steps,
-                           ctx.cfg.seed + TEST_SEED_OFFSET, ctx.cfg, ctx.m_val, ctx.device, ctx.autocast)
+                           ctx.cfg.seed + TEST_SEED_OFFSET, ctx.cfg, ctx.m_val, ctx.device, ctx.autocast,
+                           tick=lambda: ctx.tick("features of the OOD test sequences"))
     sampling = "bank: distinct random views" if ctx.bank_ood is not None else "live: random policy"
     ood = dataclasses.replace(ctx, test=test, world_test=ctx.world_ood,
                               base={**ctx.base, "test_world": world_name(ctx.world_ood),

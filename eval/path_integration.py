@@ -127,15 +127,17 @@ def run(ctx: Context) -> dict[str, dict]:
             y_tr = relative(ctx.world_train, tr["params"][:, 0], tr["params"][:, m])
             y_te = relative(ctx.world_test, te["params"][:, 0], te["params"][:, m])
             for name, factor in ctx.world_train.factors.items():
+                key = f"path_integration/{name}/{condition}/M={m}"
                 res = regress(x_tr, y_tr[:, factor.slice], x_te, y_te[:, factor.slice], factor.head, ctx,
                               views=m + 1 if condition == "views_only" else m,
                               inputs=(f"[z_agg(first {m + 1} views, no action), z_1, z_{m + 1}] — {text}"
                                       if condition == "views_only" else f"[z_agg(first {m} views), a_M] — {text}"),
                               target=f"world.relative(params[:, 0], params[:, {m}])"
-                                     f"[..., {factor.start}:{factor.stop}] ({name}): x_1 -> x_{m + 1}")
+                                     f"[..., {factor.start}:{factor.stop}] ({name}): x_1 -> x_{m + 1}",
+                              metric=key)
                 res["protocol"].update(condition=condition, action_input=given, M=m,
                                        protocol="paper Fig. 6" if condition in PAPER_CONDITIONS else
                                        "this project's: the learned part (see eval/path_integration.py)",
                                        ablation_at="inference only (the model is not retrained)")
-                out[f"path_integration/{name}/{condition}/M={m}"] = res
+                out[key] = res
     return out

@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+           (227, 119, 194), (188, 189, 34), (23, 190, 207)]
+GREYS = [(150, 150, 150), (95, 95, 95), (195, 195, 195)]  # the random-init lines: a yardstick, not a result
 Series = dict[str, tuple[Sequence[float], Sequence[float]]]
 
 
@@ -44,14 +45,18 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def line_plot(series: Series, *, title: str, xlabel: str, ylabel: str, size: tuple[int, int] = (640, 420),
-              dashed: Sequence[str] = ()) -> Image.Image:
-    """Lines with markers for each ``label -> (xs, ys)``; labels in ``dashed`` are drawn dashed. NaNs are gaps."""
+              dashed: Sequence[str] = (), grey: Sequence[str] = (), caption: str = "") -> Image.Image:
+    """Lines with markers for each ``label -> (xs, ys)``; labels in ``dashed`` are drawn dashed, those in ``grey``
+    in shades of grey (random init). NaNs are gaps. ``caption`` is wrapped below the plot, which grows to hold it."""
     W, H = size
     left, right, top, bottom = 60, 170, 30, 45
     title, xlabel, ylabel = _ascii(title), _ascii(xlabel), _ascii(ylabel)
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
     font = _font()
+    caption_lines = _wrap(_ascii(caption), W - 16) if caption else []
+    img = Image.new("RGB", (W, H + 16 * len(caption_lines) + (10 if caption_lines else 0)), "white")
+    d = ImageDraw.Draw(img)
+    for i, line in enumerate(caption_lines):
+        d.text((8, H + 3 + 16 * i), line, fill="black", font=font)
     pts = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
     if not pts:
         d.text((W // 2 - 40, H // 2), "no data", fill="black", font=font)
@@ -74,8 +79,10 @@ def line_plot(series: Series, *, title: str, xlabel: str, ylabel: str, size: tup
     d.text((left + 40, 8), title, fill="black", font=font)
     d.text(((W - right + left) // 2 - 20, H - 18), xlabel, fill="black", font=font)
     d.text((4, 8), ylabel, fill="black", font=font)
+    greys = iter(GREYS * len(series))
+    colours = iter(PALETTE * len(series))
     for i, (label, (xs, ys)) in enumerate(series.items()):
-        colour = PALETTE[i % len(PALETTE)]
+        colour = next(greys) if label in grey else next(colours)
         xy = [(px(x), py(y)) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
         for a, b in zip(xy, xy[1:]):
             _segment(d, a, b, colour, dashed=label in dashed)
@@ -85,6 +92,18 @@ def line_plot(series: Series, *, title: str, xlabel: str, ylabel: str, size: tup
         _segment(d, (W - right + 10, ly + 6), (W - right + 30, ly + 6), colour, dashed=label in dashed)
         d.text((W - right + 34, ly), _ascii(label)[:24], fill="black", font=font)
     return img
+
+
+def _wrap(text: str, width_px: int, char_px: int = 6) -> list[str]:
+    """``text`` broken at spaces into lines of about ``width_px`` pixels of the default font."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width_px // char_px:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + ([line] if line else [])
 
 
 def _ascii(text: str) -> str:
@@ -110,32 +129,74 @@ def _by_m(metrics: dict, pattern: str) -> tuple[list[int], list[float]]:
 
 
 def accuracy_vs_m(results_by_model: dict[str, dict]) -> Image.Image | None:
-    """Top-1 of the linear probe (solid) and k-NN (dashed) on z_agg against M_val, one line per model."""
-    series, dashed = {}, []
+    """Top-1 on z_agg against M_val, one line per model and probe (linear probe solid, k-NN dashed); models named
+    "random init" in grey. The title names only the probes that ran."""
+    series, dashed, grey = {}, [], []
     for name, res in results_by_model.items():
         metrics = res.get("metrics", res)
         for probe, pattern in (("linear", r"linear_probe/z_agg/M=(\d+)"), ("k-NN", r"knn/z_agg/M=(\d+)")):
             xs, ys = _by_m(metrics, pattern)
             if xs:
-                series[f"{name} {probe}"] = (xs, ys)
+                label = f"{name} {probe}"
+                series[label] = (xs, ys)
                 if probe == "k-NN":
-                    dashed.append(f"{name} {probe}")
+                    dashed.append(label)
+                if name == "random init":
+                    grey.append(label)
     if not series:
         return None
-    return line_plot(series, title="top-1 on z_agg vs M_val (solid: linear probe, dashed: k-NN)", xlabel="M_val",
-                     ylabel="top-1 %", dashed=dashed)
+    probes = {label.rsplit(" ", 1)[1] for label in series}
+    how = ("solid: linear probe, dashed: k-NN" if probes == {"linear", "k-NN"}
+           else "linear probe" if probes == {"linear"} else "k-NN")
+    caption = "Grey: the same network at its random initialisation (what training added is the gap)." if grey else ""
+    chance = _chance(results_by_model)
+    if chance is not None:
+        ms = sorted({m for xs, _ in series.values() for m in xs})
+        series["chance"] = (ms, [chance] * len(ms))
+        dashed.append("chance")
+        grey.append("chance")
+        caption += f" Chance (a uniform guess): {chance:.1f}%."
+    return line_plot(series, title=f"top-1 on z_agg vs M_val ({how})", xlabel="M_val", ylabel="top-1 %",
+                     dashed=dashed, grey=grey, caption=caption.strip())
 
 
-def path_integration_plot(res: dict) -> Image.Image | None:
-    """R² of path integration against M for every factor and condition (all but ``full`` dashed)."""
-    metrics = res.get("metrics", res)
-    keys = sorted({k.rsplit("/M=", 1)[0] for k in metrics if k.startswith("path_integration/")})
-    series = {k.removeprefix("path_integration/"): _by_m(metrics, re.escape(k) + r"/M=(\d+)") for k in keys}
+def _chance(results_by_model: dict[str, dict]) -> float | None:
+    """The chance level the top-1 metrics' protocols state (one value for one world), or None."""
+    chances = {e["protocol"]["chance"] for res in results_by_model.values() for e in res.get("metrics", res).values()
+               if e.get("protocol", {}).get("unit") == "top-1 %" and "chance" in e.get("protocol", {})}
+    return chances.pop() if len(chances) == 1 else None
+
+
+PATH_CAPTION = ("Solid: full (views and actions); dashed: ablated at inference. no_vision can score above full: with "
+                "the views zeroed, z_agg carries only the actions, which is all the head needs to compose x_1 -> "
+                "x_{M+1}; the views add features that carry little of the move and that a head fitted on a finite "
+                "probe set must learn to ignore. views_only (no action anywhere) is what vision alone has learnt.")
+
+
+def path_integration_plot(results: dict) -> Image.Image | None:
+    """R² of path integration against M for every factor and condition of the trained model (all but ``full``
+    dashed), with the random init's ``full`` in grey. ``results``: one model's evaluate() results, or
+    ``{"trained": ..., "random init": ...}``."""
+    by_model = results if "trained" in results else {"trained": results}
+    trained = by_model["trained"].get("metrics", by_model["trained"])
+    keys = sorted({k.rsplit("/M=", 1)[0] for k in trained if k.startswith("path_integration/")})
+    series = {k.removeprefix("path_integration/"): _by_m(trained, re.escape(k) + r"/M=(\d+)") for k in keys}
     if not series:
         return None
     dashed = [k for k in series if not k.endswith("/full")]
+    grey = []
+    baseline = by_model.get("random init", {}).get("metrics", by_model.get("random init", {}))
+    full = [k for k in keys if k.endswith("/full")]
+    for k in full:
+        xs, ys = _by_m(baseline, re.escape(k) + r"/M=(\d+)")
+        if xs:
+            factor = k.removeprefix("path_integration/").removesuffix("/full")
+            label = "random init" + (f" {factor}" if len(full) > 1 else "")
+            series[label] = (xs, ys)
+            grey.append(label)
+    caption = PATH_CAPTION + (" Grey: full at random initialisation." if grey else "")
     return line_plot(series, title="path integration: R² of x_1 -> x_{M+1} (views_only: no action given)", xlabel="M",
-                     ylabel="R²", dashed=dashed)
+                     ylabel="R²", dashed=dashed, grey=grey, caption=caption)
 
 
 # -- image strips ------------------------------------------------------------------------------------------------------

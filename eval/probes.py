@@ -20,7 +20,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -114,8 +114,10 @@ def make_head(in_dim: int, out_dim: int, head: Literal["linear", "mlp"], hidden:
 
 
 def train_head(head: nn.Module, x: Tensor, y: Tensor, loss_fn, *, epochs: int, lr: float, batch_size: int,
-               g: torch.Generator, val: tuple[Tensor, Tensor] | None = None) -> int:
-    """Adam (default betas, no weight decay) on shuffled mini-batches for ``epochs`` passes over ``x``.
+               g: torch.Generator, val: tuple[Tensor, Tensor] | None = None,
+               on_epoch: Callable[[], None] | None = None) -> int:
+    """Adam (default betas, no weight decay) on shuffled mini-batches for ``epochs`` passes over ``x``; ``on_epoch``
+    is called after each pass (progress of long fits).
 
     With ``val`` the head ends with the weights of the epoch whose validation loss was lowest (early stopping
     without stopping: the epoch count stays the protocol's); without it, with the last epoch's. Returns that epoch
@@ -141,6 +143,8 @@ def train_head(head: nn.Module, x: Tensor, y: Tensor, loss_fn, *, epochs: int, l
             if val_loss < best:
                 best, best_epoch = val_loss, epoch
                 best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch()
     if best_state is not None:
         head.load_state_dict(best_state)
     head.eval()
@@ -172,8 +176,10 @@ def _predict(head: nn.Module, x: Tensor, chunk: int = 65536) -> Tensor:
 
 
 def fit_classifier(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *, num_classes: int,
-                   epochs: int, lr: float, batch_size: int, seed: int) -> float:
+                   epochs: int, lr: float, batch_size: int, seed: int,
+                   on_epoch: Callable[[], None] | None = None) -> float:
     """Fit a linear classifier (cross-entropy, Adam) on standardised features; return test top-1 in %.
+    ``on_epoch`` is called after every epoch.
 
     >>> x = torch.randn(400, 5); y = (x[:, 0] > 0).long()
     >>> fit_classifier(x[:300], y[:300], x[300:], y[300:], num_classes=2, epochs=20, lr=1e-2,
@@ -185,20 +191,21 @@ def fit_classifier(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Ten
         xtr, xte, _, _ = standardize(x_train, x_test)
         head = make_head(xtr.shape[1], num_classes, "linear", 0, g).to(xtr.device)
         train_head(head, xtr, y_train.long().to(xtr.device), F.cross_entropy, epochs=epochs, lr=lr,
-                   batch_size=batch_size, g=g)
+                   batch_size=batch_size, g=g, on_epoch=on_epoch)
     pred = _predict(head, xte).argmax(1)
     return float((pred == y_test.to(pred.device)).float().mean() * 100)
 
 
 def fit_regressor(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *,
                   head: Literal["linear", "mlp"], hidden: int, epochs: int, lr: float, batch_size: int,
-                  seed: int, val_fraction: float = 0.0, groups: Tensor | None = None) -> dict[str, float]:
+                  seed: int, val_fraction: float = 0.0, groups: Tensor | None = None,
+                  on_epoch: Callable[[], None] | None = None) -> dict[str, float]:
     """Fit a regression head (MSE on standardised targets, Adam); return test R² in the targets' units.
 
     ``r2`` is the per-dimension R² averaged over dimensions (sklearn, the paper's number); ``r2_global`` is
     SIE's pooled ``1 - SSE/SST`` over all entries; ``epoch`` the epoch whose weights were scored (the one with
     the lowest loss on the held-out ``val_fraction`` of the train rows — or of the ``groups``, e.g. episodes, [N] —
-    or the last when it is 0).
+    or the last when it is 0). ``on_epoch`` is called after every epoch.
 
     >>> x = torch.randn(300, 4)
     >>> out = fit_regressor(x[:200], x[:200, :2], x[200:], x[200:, :2], head="mlp", hidden=32,
@@ -212,7 +219,8 @@ def fit_regressor(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tens
         ytr, _, y_mean, y_std = standardize(_as_2d(y_train), _as_2d(y_test))
         net = make_head(xtr.shape[1], ytr.shape[1], head, hidden, g).to(xtr.device)
         xfit, yfit, val = hold_out(xtr, ytr.to(xtr.device), val_fraction, g, groups)
-        epoch = train_head(net, xfit, yfit, F.mse_loss, epochs=epochs, lr=lr, batch_size=batch_size, g=g, val=val)
+        epoch = train_head(net, xfit, yfit, F.mse_loss, epochs=epochs, lr=lr, batch_size=batch_size, g=g, val=val,
+                             on_epoch=on_epoch)
     pred = _predict(net, xte) * y_std.to(xte.device) + y_mean.to(xte.device)
     target = _as_2d(y_test).float().to(pred.device)
     return {"r2": float(r2_score(target, pred, "uniform")), "r2_global": float(r2_score(target, pred, "global")),

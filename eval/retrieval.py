@@ -130,6 +130,7 @@ def run(ctx: Context) -> dict[str, dict]:
         got = predicted_ranks(ctx, batch.to(dev), cands.to(dev), index.to(dev), m_val)
         for m in m_val:
             all_ranks[m].append(got[m])
+        ctx.tick(f"{start + k}/{cfg.test_sequences} test sequences")
     candidate_set = ("all bank views of the same object (SIE: all 50 views of the object)" if ctx.bank_test
                      is not None else f"the sequence's {steps} views + fresh random views of the same episode")
     out, floor = {}, chance(n_cands)

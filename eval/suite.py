@@ -23,6 +23,8 @@ mode; every number comes back with the protocol that produced it, so a table can
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable, Literal
@@ -34,8 +36,9 @@ from envs.base import World
 from envs.sequences import ViewBank
 from seqjepa.config import ConfigError
 
-from . import action_use, equivariance, knn, linear_probe, ood, path_integration, retrieval
+from . import action_use, equivariance, knn, linear_probe, ood, paper, path_integration, retrieval
 from .common import TEST_SEED_OFFSET, Context, base_protocol, common_protocol, sample_features
+from .progress import Progress, wants_bar
 
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig
@@ -69,13 +72,16 @@ def evaluate(model: nn.Module, world_train: World, world_test: World, cfg: EvalC
              device: torch.device | str, suites: Sequence[str] | Literal["all"] | None = CORE_SUITES,
              bank_train: ViewBank | None = None, bank_test: ViewBank | None = None,
              world_ood: World | None = None, bank_ood: ViewBank | None = None,
-             log: Callable[[str], None] = print, autocast: bool = False) -> dict:
+             log: Callable[[str], None] = print, autocast: bool = False,
+             progress: Literal["auto", "on", "off"] = "auto") -> dict:
     """Run the selected suites on the frozen ``model`` (already on ``device``); see the module docstring.
 
     ``suites``: names from ``SUITE_NAMES``, or ``"all"``; a suite that does not apply (no predictor, no OOD
     option) is skipped and the reason goes to ``notes``. Features are computed on ``device`` and the probes are
     fitted there too. ``autocast`` runs the model (not the probes) under bf16. Evaluating a random-initialisation
     baseline is the caller's job: call this again with a fresh model and put both through :func:`format_table`.
+    ``progress`` (``train.progress``'s values): a bar per step on a terminal; without one, ``log`` gets a line
+    every ten seconds of a long step.
 
     Returns ``{"metrics": {name: {"value": float, ..., "protocol": {...}}}, "protocol": {...}, "suites": [...],
     "notes": {suite: reason}}``, JSON-serialisable. Regression metrics also carry ``r2`` and ``r2_global``.
@@ -89,11 +95,17 @@ def evaluate(model: nn.Module, world_train: World, world_test: World, cfg: EvalC
     m_val = [m for m in sorted(set(cfg.m_val)) if m <= steps]  # suites needing longer z_agg asked for the views
     common = common_protocol(world_train, world_test, cfg, steps=steps, bank=bank_train is not None,
                              autocast=autocast)
+    bar = wants_bar(progress)
     t0 = time.perf_counter()
-    train = sample_features(model, world_train, bank_train, cfg.train_sequences, steps, cfg.seed, cfg, m_val,
-                            device, autocast)
-    test = sample_features(model, world_test, bank_test, cfg.test_sequences, steps, cfg.seed + TEST_SEED_OFFSET,
-                           cfg, m_val, device, autocast)
+    feats = {}
+    for split, world, bank, n, seed in (("train", world_train, bank_train, cfg.train_sequences, cfg.seed),
+                                        ("test", world_test, bank_test, cfg.test_sequences,
+                                         cfg.seed + TEST_SEED_OFFSET)):
+        with Progress(f"eval: features of the {split} split", total=math.ceil(n / cfg.batch_size),
+                      unit="batches", log=log, bar=bar) as p:
+            feats[split] = sample_features(model, world, bank, n, steps, seed, cfg, m_val, device, autocast,
+                                           tick=p.update)
+    train, test = feats["train"], feats["test"]
     log(f"eval: features of {cfg.train_sequences}+{cfg.test_sequences} sequences x {steps} views "
         f"in {time.perf_counter() - t0:.1f}s")
     ctx = Context(model=model, world_train=world_train, world_test=world_test, cfg=cfg, device=device,
@@ -110,7 +122,9 @@ def evaluate(model: nn.Module, world_train: World, world_test: World, cfg: EvalC
             log(f"eval: {name} skipped ({reason})")
             continue
         t1 = time.perf_counter()
-        for key, result in SUITES[name].run(ctx).items():
+        with Progress(f"eval: {name}", unit="steps", log=log, bar=bar) as p:  # probe epochs, batches
+            measured = SUITES[name].run(dataclasses.replace(ctx, tick=lambda note: p.update(note=note)))
+        for key, result in measured.items():
             metrics[key] = result
             extra = f" (global {result['r2_global']:.3f})" if "r2_global" in result else ""
             log(f"eval: {key} = {result['value']:.3f}{extra}")
@@ -123,8 +137,28 @@ def evaluate(model: nn.Module, world_train: World, world_test: World, cfg: EvalC
 # -- report ----------------------------------------------------------------------------------------------------------
 
 
+def suite_of(metric: str) -> str:
+    """The suite that writes ``metric``: its first path segment (the equivariance suite also writes
+    ``absolute/...``).
+
+    >>> suite_of("absolute/rotation"), suite_of("ood/linear_probe/encoder")
+    ('equivariance', 'ood')
+    """
+    head = metric.split("/", 1)[0]
+    return "equivariance" if head == "absolute" else head
+
+
+# What "chance" means for each kind of number (by the start of its unit), in the line under the table.
+CHANCE_MEANING = {"top-1": "a uniform guess (top-1 = 100 / classes)", "R²": "the train mean (R² = 0)",
+                  "ratio": "a predictor that ignores the action (action_use = 1)",
+                  "MRR": "a random ranking of the candidates (retrieval)",
+                  "Hit@": "a random ranking of the candidates (retrieval)"}
+
+
 def format_table(results_by_name: dict[str, dict]) -> str:
-    """A markdown table: one column per model, one row per metric, each metric's ``value``.
+    """A markdown table: one column per model, one row per metric, each metric's ``value``; then the yardsticks
+    that apply: ``chance`` (from each metric's protocol) and the paper's value where the world models the paper's
+    dataset (``eval.paper``, read from the results' ``protocol``), each explained in a line under the table.
 
     Regressions show the paper's R² (per dimension, averaged over dimensions). Their pooled ``r2_global`` stays in
     the results (eval.json), defined in each metric's protocol, and out of the table: its SST is about the grand
@@ -141,15 +175,33 @@ def format_table(results_by_name: dict[str, dict]) -> str:
     """
     columns = {name: res.get("metrics", res) for name, res in results_by_name.items()}
     rows: dict[str, tuple[str, str]] = {}  # label -> (metric name, unit), in first-seen order
+    chance: dict[str, float] = {}
     for metrics in columns.values():
         for name, entry in metrics.items():
-            unit = entry.get("protocol", {}).get("unit", "")
-            rows.setdefault(f"{name} ({unit})" if unit else name, (name, unit))
-    lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+            protocol = entry.get("protocol", {})
+            rows.setdefault(f"{name} ({protocol.get('unit', '')})" if protocol.get("unit") else name,
+                            (name, protocol.get("unit", "")))
+            if protocol.get("chance") is not None:
+                chance.setdefault(name, protocol["chance"])
+    yardsticks, legend = {}, []
+    if chance:
+        yardsticks["chance"] = chance
+        meanings = dict.fromkeys(meaning for name, unit in rows.values() if name in chance
+                                 for start, meaning in CHANCE_MEANING.items() if unit.startswith(start))
+        legend.append("chance: " + ", ".join(meanings))
+    # world_train is eval.common.world_name(): the world's class name, then its split in brackets
+    worlds = {str(res.get("protocol", {}).get("world_train", "")).split(" ")[0] for res in results_by_name.values()}
+    reference = paper.paper_values(worlds.pop()) if len(worlds) == 1 else None
+    if reference is not None and any(name in reference[1] for name, _ in rows.values()):
+        yardsticks[reference[0]] = reference[1]
+        legend.append(paper.LEGEND)
+    heads = [*columns, *yardsticks]
+    lines = ["| metric | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
     for label, (name, unit) in rows.items():
         cells = [_cell(metrics.get(name, {}).get("value"), unit) for metrics in columns.values()]
+        cells += [_cell(values.get(name), unit) for values in yardsticks.values()]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + ("\n\n" + "\n".join(f"- {line}" for line in legend) if legend else "")
 
 
 def _cell(value: float | None, unit: str) -> str:

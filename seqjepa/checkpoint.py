@@ -1,9 +1,13 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``.
+"""Checkpoints and the other files a run writes: written atomically, checkpoints read with ``weights_only=True``.
 
 A checkpoint holds everything needed to continue a run exactly where it stopped: model (with the EMA target),
 optimizer, online probe heads and their optimizer, the step, the resolved config and every RNG (torch's global
 generator, CUDA's, and the world's sequence generator). Nothing in it is pickled code, so it loads with
-``weights_only=True``; a file that needs more than that is refused.
+``weights_only=True``; a file that needs more than that is refused, and a damaged one is reported by name.
+
+Every file goes through :func:`atomic_write`: a temporary ``.NAME.tmp<PID>`` beside it, fsync, rename. A process
+killed at any moment leaves the previous file or the new one, never a partial one; the temporary file it may
+leave behind is removed by the next run in that folder (:func:`remove_stale_temps`).
 
 >>> save({"step": 3}, "runs/demo/latest.pt")     # doctest: +SKIP
 >>> load("runs/demo/latest.pt")["step"]          # doctest: +SKIP
@@ -12,61 +16,178 @@ generator, CUDA's, and the world's sequence generator). Nothing in it is pickled
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pickle
+import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, or carries pickled code."""
+    """A checkpoint is missing, unreadable, carries pickled code, or does not fit the run that reads it."""
 
 
-def save(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+TEMP = re.compile(r"^\..+\.tmp(\d+)$")  # the name atomic_write gives its temporary file
 
-    A process killed at any moment leaves either the previous file or the new one under ``path``, never a
-    partial write.
+
+def first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:  # makes the rename itself durable; not every filesystem lets a folder be opened
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on a clean exit it replaces ``path`` (fsync, rename).
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+        with open(tmp, mode) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e  # a full disk, named by the file it hit
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """``data`` as indented JSON, atomically."""
+    with atomic_write(path) as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that killed writers left in ``folder`` (those of live processes stay)."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = TEMP.match(p.name)
+        if not m or not p.is_file() or _alive(int(m.group(1))):
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has no write in progress when it cleans up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or an odd name): leave its file alone
+    return True
+
+
+def save(state: dict[str, Any], path: str | os.PathLike, *, previous: str | os.PathLike | None = None) -> None:
+    """Write ``state`` to ``path`` atomically; with ``previous``, the file it replaces is kept under that name.
+
+    At every moment ``path`` holds a complete checkpoint (the old one until the new one is in place), and
+    ``previous`` either its predecessor or the one before.
+    """
+    path = Path(path)
+    with atomic_write(path, "wb") as fh:
+        torch.save(state, fh)
+        if previous is not None and path.is_file():
+            keep(path, Path(previous))
+
+
+def keep(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` atomically: a hard link (no bytes copied), or a copy where links fail."""
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; raise CheckpointError with the reason otherwise."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: not a file; expected a checkpoint such as RUN/latest.pt")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path}: empty file; expected a checkpoint written by run.py train")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"checkpoint {path}: refused, it carries pickled Python objects or code that weights_only=True "
-            f"does not allow ({str(e).splitlines()[0]}). Only load checkpoints you trust, and re-save them "
-            f"as plain tensors.") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"checkpoint {path}: unreadable ({str(e).splitlines()[0]})") from None
+        text = str(e)
+        detail = next((line.strip() for line in text.splitlines()
+                       if line.strip().startswith(("Trying to load", "Unsupported"))), first_line(e))
+        if "GLOBAL" in text:  # the file names Python objects weights_only=True will not build
+            raise CheckpointError(
+                f"checkpoint {path}: refused, it carries pickled Python objects or code that weights_only=True "
+                f"does not allow ({detail}). Only load checkpoints you trust, and re-save them "
+                f"as plain tensors.") from None
+        raise CheckpointError(f"checkpoint {path}: unreadable, not a PyTorch checkpoint ({detail})") from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError, AttributeError) as e:
+        # torch.load's reactions to a damaged or foreign file; none of them runs anything from it
+        raise CheckpointError(f"checkpoint {path}: unreadable, damaged or not a PyTorch checkpoint "
+                              f"({type(e).__name__}: {first_line(e)[:200]})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"checkpoint {path}: not a seqjepa checkpoint (no 'model' entry)")
     return state
+
+
+def first_non_finite(obj: Any, prefix: str = "") -> str | None:
+    """The key path of the first floating-point tensor in ``obj`` (nested dicts, lists) holding NaN or inf."""
+    named = list(_float_tensors(obj, prefix))
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named])
+    if bool(finite.all()):  # one host sync for the whole state
+        return None
+    return named[int((~finite).nonzero()[0])][0]
+
+
+def _float_tensors(obj: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() or obj.is_complex():
+            yield prefix, obj.detach()
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _float_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _float_tensors(v, f"{prefix}[{i}]")
 
 
 def rng_state() -> dict[str, Any]:

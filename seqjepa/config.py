@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,9 +27,13 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any, help: str, *, ge: float | None = None, le: float | None = None,
-        gt: float | None = None, choices: tuple | None = None) -> Any:
-    """A dataclass field with a help line and the bounds its value must satisfy."""
-    meta = {"help": help, "ge": ge, "le": le, "gt": gt, "choices": choices}
+        gt: float | None = None, choices: tuple | None = None, min_items: int | None = None) -> Any:
+    """A dataclass field with a help line and the bounds its value must satisfy.
+
+    Bounds apply to a number or to every item of a list; ``min_items`` to a list's length. A float field never
+    takes NaN or ±inf, whatever its bounds (:func:`check_bounds`).
+    """
+    meta = {"help": help, "ge": ge, "le": le, "gt": gt, "choices": choices, "min_items": min_items}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
     return field(default=default, metadata=meta)
@@ -44,6 +49,8 @@ def describe_allowed(f: dataclasses.Field, hint: Any) -> str:
     for key, sym in (("ge", ">="), ("gt", ">"), ("le", "<=")):
         if m.get(key) is not None:
             parts.append(f"{sym} {m[key]}")
+    if m.get("min_items"):
+        parts.append(f"with at least {m['min_items']} item{'s' if m['min_items'] > 1 else ''}")
     return " ".join(parts)
 
 
@@ -55,6 +62,8 @@ def type_name(hint: Any) -> str:
         return " or ".join(type_name(a) for a in typing.get_args(hint))
     if hint is type(None):
         return "null"
+    if hint is float:
+        return "finite float"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -126,6 +135,8 @@ def coerce(value: Any, hint: Any, name: str, f: dataclasses.Field) -> Any:
 def check_bounds(value: Any, f: dataclasses.Field, hint: Any, name: str) -> None:
     m = f.metadata
     values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and m.get("min_items") and len(value) < m["min_items"]:
+        raise ConfigError(f"{name}: got {value!r}; allowed: {describe_allowed(f, hint)}")
     for v in values:
         if v is None:
             continue
@@ -139,7 +150,7 @@ def check_bounds(value: Any, f: dataclasses.Field, hint: Any, name: str) -> None
                 ok = False
             if m.get("le") is not None and v > m["le"]:
                 ok = False
-            if v != v:  # NaN
+            if isinstance(v, float) and not math.isfinite(v):  # every float field, bounded or not
                 ok = False
         if not ok:
             raise ConfigError(f"{name}: got {value!r}; allowed: {describe_allowed(f, hint)}")
@@ -222,19 +233,48 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
-def help_lines(cls: type, prefix: str = "") -> list[str]:
-    """One line per field: ``section.key (type, default): help``. Used by ``--help``."""
+def help_lines(cls: type, prefix: str = "", values: Any = None) -> list[str]:
+    """One line per field: ``section.key = value  [allowed]  help``. Used by ``--help``.
+
+    ``values``: an instance whose values are shown (e.g. a preset's Config); default: the class defaults.
+    """
     lines = []
     hints = typing.get_type_hints(cls)
-    default = cls()
+    values = cls() if values is None else values
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            lines.extend(help_lines(hint, f"{prefix}{f.name}."))
+            lines.extend(help_lines(hint, f"{prefix}{f.name}.", getattr(values, f.name)))
             continue
-        lines.append(f"  {prefix}{f.name} = {json.dumps(getattr(default, f.name))}  "
+        lines.append(f"  {prefix}{f.name} = {json.dumps(getattr(values, f.name))}  "
                      f"[{describe_allowed(f, hint)}]  {f.metadata.get('help', '')}")
     return lines
+
+
+# What a resumed run keeps from its config.json: the network, the data it trains on and the world they come from.
+# A checkpoint does not load into another network, and other data would no longer be a continuation of the run.
+RESUME_FIXED = ("preset", "model", "world.env", "world.options", "world.source", "world.bank_objects",
+                "world.bank_views", "train.seq_len", "train.seed")
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": {}}`` -> ``{"a.b": 1}``, through every nested mapping (world options included)."""
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_differences(saved: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """``(setting, saved value, new value)`` for every setting of RESUME_FIXED that ``new`` changes, in field
+    order; a world option present on one side only has ``None`` on the other."""
+    a, b = flatten(to_dict(saved)), flatten(to_dict(new))
+    keys = list(a) + [k for k in b if k not in a]
+    return [(k, a.get(k), b.get(k)) for k in keys
+            if any(k == f or k.startswith(f + ".") for f in RESUME_FIXED) and a.get(k) != b.get(k)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,6 +300,13 @@ class WorldConfig:
                              "than training at 8)", ge=1)
 
 
+# Upper bounds that only refuse the absurd. A network 16x the paper's width (a checkpoint's hparams are checked
+# against these before anything is allocated); an Adam(W) step or decay above 10 per update can only diverge; seeds
+# are 32-bit, which every generator here (torch, numpy, the worlds') accepts with the offsets added to them.
+MAX_WIDTH = 1024
+MAX_LR = 10.0
+MAX_SEED = 2**32 - 1
+
 # The training methods `model.method` can name; each maps to a class in seqjepa.baselines.METHODS (kept here as
 # a literal so the config needs no torch import; a test checks the two agree).
 METHODS = ("seqjepa", "simclr", "byol", "vicreg", "vicreg_traj", "sen", "equimod", "sie", "cond_byol", "conv_jepa")
@@ -273,15 +320,15 @@ class ModelConfig:
     method_options: dict = opt({}, "the baseline's own settings (projector widths, temperatures, loss weights), "
                                    "on top of its preset; set with model.method_options.NAME=VALUE")
     depth: Literal[10, 18, 34] = opt(18, "ResNet depth (10 = one block per stage)")
-    width: int = opt(64, "channels of the first ResNet stage (64 in the paper)", ge=4)
+    width: int = opt(64, "channels of the first ResNet stage (64 in the paper)", ge=4, le=MAX_WIDTH)
     stem: Literal["imagenet", "cifar"] = opt("imagenet", "imagenet: 7x7/2 conv + maxpool; cifar: 3x3/1 conv")
-    act_dim: int = opt(128, "action-embedding width", ge=1)
-    agg_layers: int = opt(3, "transformer layers of the aggregator", ge=1)
-    agg_heads: int = opt(4, "attention heads of the aggregator", ge=1)
-    agg_ff_mult: int = opt(4, "feed-forward width as a multiple of the token width", ge=1)
+    act_dim: int = opt(128, "action-embedding width", ge=1, le=MAX_WIDTH)
+    agg_layers: int = opt(3, "transformer layers of the aggregator", ge=1, le=64)
+    agg_heads: int = opt(4, "attention heads of the aggregator", ge=1, le=64)
+    agg_ff_mult: int = opt(4, "feed-forward width as a multiple of the token width", ge=1, le=16)
     dropout: float = opt(0.1, "dropout inside the aggregator", ge=0.0, le=1.0)
     pos_emb: bool = opt(False, "learned positional embedding in the aggregator (the paper has none)")
-    pred_hidden: int = opt(1024, "hidden width of the predictor MLP", ge=1)
+    pred_hidden: int = opt(1024, "hidden width of the predictor MLP", ge=1, le=16 * MAX_WIDTH)
     act_cond: Literal["both", "predictor", "transformer", "none"] = opt(
         "both", "where actions condition the model (paper Table 4 ablations)")
     ema: bool = opt(True, "EMA target encoder; false = the online encoder under stop-gradient")
@@ -291,14 +338,14 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     """AdamW with linear warm-up and cosine decay, stepped every iteration (paper §A.2)."""
-    lr: float = opt(4e-4, "peak learning rate", gt=0.0)
-    weight_decay: float = opt(1e-3, "AdamW weight decay (not applied to biases and norms)", ge=0.0)
+    lr: float = opt(4e-4, "peak learning rate", gt=0.0, le=MAX_LR)
+    weight_decay: float = opt(1e-3, "AdamW weight decay (not applied to biases and norms)", ge=0.0, le=MAX_LR)
     warmup_steps: int = opt(100, "linear warm-up steps from start_lr to lr", ge=0)
-    start_lr: float = opt(1e-5, "learning rate at step 0", ge=0.0)
-    final_lr: float = opt(1e-5, "learning rate at the last step", ge=0.0)
+    start_lr: float = opt(1e-5, "learning rate at step 0", ge=0.0, le=MAX_LR)
+    final_lr: float = opt(1e-5, "learning rate at the last step", ge=0.0, le=MAX_LR)
     beta1: float = opt(0.9, "AdamW beta1", ge=0.0, le=1.0)
     beta2: float = opt(0.999, "AdamW beta2", ge=0.0, le=1.0)
-    probe_lr: float = opt(1e-3, "learning rate of the online probes (their own Adam)", gt=0.0)
+    probe_lr: float = opt(1e-3, "learning rate of the online probes (their own Adam)", gt=0.0, le=MAX_LR)
 
 
 @dataclass
@@ -307,7 +354,7 @@ class TrainConfig:
     steps: int = opt(1500, "optimisation steps", ge=1)
     batch_size: int = opt(64, "sequences per step", ge=2)
     seq_len: int = opt(3, "M_tr: observed views per sequence (one more view is the target)", ge=1)
-    seed: int = opt(0, "seeds python, numpy, torch and the world")
+    seed: int = opt(0, "seeds python, numpy, torch and the world", ge=0, le=MAX_SEED)
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
     bf16: Literal["auto", "on", "off"] = opt("auto", "bf16 autocast; auto = on for CUDA and CPUs with AMX-BF16")
     channels_last: Literal["auto", "on", "off"] = opt("auto", "channels_last memory format; auto = with bf16")
@@ -330,18 +377,18 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     """Frozen-model evaluation (paper §3): every number is written with this protocol."""
-    m_val: list[int] = opt([1, 2, 3, 4, 5], "M_val values for the z_agg linear probe", ge=1)
+    m_val: list[int] = opt([1, 2, 3, 4, 5], "M_val values for the z_agg linear probe", ge=1, min_items=1)
     train_sequences: int = opt(4000, "probe training sequences (from the world's train split)", ge=16)
     test_sequences: int = opt(1000, "probe test sequences (from the world's test split)", ge=16)
     linear_epochs: int = opt(100, "epochs of linear probes (paper: 300)", ge=1)
     mlp_epochs: int = opt(100, "epochs of MLP regression heads (paper: 300)", ge=1)
-    lr: float = opt(1e-3, "Adam learning rate of the probes (paper: Adam defaults)", gt=0.0)
+    lr: float = opt(1e-3, "Adam learning rate of the probes (paper: Adam defaults)", gt=0.0, le=MAX_LR)
     batch_size: int = opt(256, "probe batch size (paper: 256)", ge=1)
     mlp_hidden: int = opt(1024, "hidden width of the two-hidden-layer MLP heads (official code: 1024-1024)", ge=1)
     val_fraction: float = opt(0.1, "fraction of the train episodes whose sequences are held out to pick each "
                                    "regression head's epoch (lowest validation loss); 0 = the last epoch, as the "
                                    "paper. Classifiers always use the last epoch", ge=0.0, le=0.9)
-    seed: int = opt(0, "seed for probe data and heads")
+    seed: int = opt(0, "seed for probe data and heads", ge=0, le=MAX_SEED)
     random_init_baseline: bool = opt(True, "also evaluate the same network at random initialisation")
     suites: list[str] = opt(["all"], "suites run after training and by `run.py eval` without --suite: all, or "
                                      "names from linear_probe, equivariance, action_use, path_integration, ood, retrieval, "

@@ -43,12 +43,12 @@ from eval.tensorboard import end_of_training
 
 from . import checkpoint
 from . import distributed as ddp
-from .config import Config, ConfigError, to_dict
+from .config import Config, ConfigError, from_dict, resume_differences, to_dict
 from .model import action_use, derangement, tau_at, uses_next_action
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, the weights or the optimizer state became NaN or infinite."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -342,9 +342,54 @@ class HeldOutMonitor:
         return result
 
 
-def train(cfg: Config, run_dir: Path, *, resume: bool = False, stop_after: int | None = None,
-          log: Callable[[str], None] = print) -> dict:
+LATEST, PREVIOUS = "latest.pt", "previous.pt"  # the newest finite state, and the one saved before it
+
+
+def restore(ckpt: dict, path: Path, cfg: Config, model: nn.Module, probes: nn.Module,
+            optimizer: torch.optim.Optimizer, probe_opt: torch.optim.Optimizer) -> None:
+    """Load a checkpoint's weights and optimizer states, after checking that it was saved by a run of these
+    settings (RESUME_FIXED) and holds finite values: a CheckpointError naming the file otherwise."""
+    if "config" in ckpt:  # compared before any weight is loaded: the settings name the mismatch, tensors do not
+        try:
+            saved = from_dict(Config, ckpt["config"])
+        except ConfigError as e:
+            raise checkpoint.CheckpointError(f"checkpoint {path}: its stored config is not valid ({e})") from None
+        diffs = resume_differences(saved, cfg)
+        if diffs:
+            key, old, new = diffs[0]
+            more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+            raise checkpoint.CheckpointError(
+                f"checkpoint {path}: saved with {key}={json.dumps(old)}, but this run has {key}={json.dumps(new)}"
+                f"{more}; a run resumes only with the network and world it was saved with")
+    bad = checkpoint.first_non_finite({k: ckpt.get(k) for k in ("model", "probes", "optimizer", "probe_optimizer")})
+    if bad:  # written before checkpoints were checked, or damaged since
+        earlier = path.parent / PREVIOUS
+        hint = (f"continue from the one before it: python run.py train --resume {earlier}"
+                if earlier.is_file() and earlier != path else "there is no earlier checkpoint to continue from")
+        raise checkpoint.CheckpointError(f"checkpoint {path}: holds NaN/inf ({bad}); {hint}")
+    try:
+        model.load_state_dict(ckpt["model"])
+        probes.load_state_dict(ckpt["probes"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        probe_opt.load_state_dict(ckpt["probe_optimizer"])
+    except KeyError as e:
+        raise checkpoint.CheckpointError(f"checkpoint {path}: no {e} entry; expected a checkpoint written by "
+                                         "run.py train") from None
+    except (RuntimeError, ValueError) as e:  # load_state_dict's shape and key mismatches
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if not line.startswith("Error(s) in loading")), lines[0] if lines
+                      else type(e).__name__)
+        raise checkpoint.CheckpointError(f"checkpoint {path}: does not fit this run's network "
+                                         f"({detail[:300]})") from None
+
+
+def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path | None = None,
+          stop_after: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Train (or continue) the run in ``run_dir``. ``stop_after`` ends early after N steps (for tests).
+
+    ``resume`` continues from ``run_dir/latest.pt``, or from ``resume_from`` (e.g. ``run_dir/previous.pt``).
+    Every checkpoint is checked finite before it is written, and the one it replaces is kept as previous.pt, so a
+    divergence (TrainingDiverged) always leaves a finite checkpoint to continue from with a lower learning rate.
 
     Returns a summary dict: final step, last loss, seconds, and the run folder.
     """
@@ -410,31 +455,54 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, stop_after: int |
     forward = torch.compile(net) if cfg.train.compile else net
 
     step = 0
+    last_good: tuple[Path, int] | None = None  # the newest checkpoint known to exist and hold finite values
+    if main and run_dir.is_dir():
+        checkpoint.remove_stale_temps(run_dir)  # left by a process killed while it saved
     if resume:
-        ckpt = checkpoint.load(run_dir / "latest.pt", map_location=device)
-        model.load_state_dict(ckpt["model"])
-        probes.load_state_dict(ckpt["probes"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        probe_opt.load_state_dict(ckpt["probe_optimizer"])
+        path = Path(resume_from or run_dir / LATEST)
+        ckpt = checkpoint.load(path, map_location=device)
+        restore(ckpt, path, cfg, model, probes, optimizer, probe_opt)
         step = ckpt["step"]
+        last_good = (path, step)
         resume_streams(ckpt, source, cfg, step, shared, log)
-        log(f"resumed {run_dir} at step {step}")
+        log(f"resumed {run_dir} at step {step}" + ("" if path == run_dir / LATEST else f" from {path.name}"))
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "config.json", "w") as fh:
-            json.dump({**to_dict(cfg), "versions": versions(), "command": sys.argv}, fh, indent=2)
+        checkpoint.write_json(run_dir / "config.json", {**to_dict(cfg), "versions": versions(), "command": sys.argv})
+        log(f"run folder: {run_dir}")
+
+    def diverged(what: str) -> TrainingDiverged:
+        if last_good is None:
+            return TrainingDiverged(f"{what}; stopped. No checkpoint was written before it, so there is nothing to "
+                                    f"resume: start again with a lower optim.lr (now {cfg.optim.lr:g}) or check "
+                                    f"the data")
+        path, good_step = last_good
+        latest = path == run_dir / LATEST
+        older = (f"; should it diverge again, the one before it: --resume {run_dir / PREVIOUS}"
+                 if latest and (run_dir / PREVIOUS).is_file() else "")
+        return TrainingDiverged(f"{what}; stopped. The last good checkpoint is {path} (step {good_step}, finite); "
+                                f"continue from it with a lower learning rate: python run.py train --resume "
+                                f"{run_dir if latest else path} --set optim.lr=LR (now {cfg.optim.lr:g}){older}")
 
     def save(path: Path) -> None:
+        nonlocal last_good
+        state = {"model": model.state_dict(), "probes": probes.state_dict(), "optimizer": optimizer.state_dict(),
+                 "probe_optimizer": probe_opt.state_dict()}
+        # The loss is checked at every sync step, but the update after the last loss can still leave NaN/inf
+        # (or the optimizer's moments overflow first): such a state would replace the last good checkpoint.
+        # Every rank holds the same weights and optimizer state, so every rank raises here alike.
+        bad = checkpoint.first_non_finite(state)
+        if bad:
+            raise diverged(f"{bad} became NaN/inf at step {step}")
         # Under torchrun: every rank's stream and RNG (for resume) and a digest of its parameters (all equal).
         ranks = ddp.all_gather_object({"source": source.state_dict(), "rng": checkpoint.rng_state(),
                                        "params": ddp.param_digest(model)}) if nproc > 1 else None
         if main:
-            checkpoint.save({"model": model.state_dict(), "probes": probes.state_dict(),
-                             "optimizer": optimizer.state_dict(), "probe_optimizer": probe_opt.state_dict(),
-                             "source": source.state_dict(), "rng": checkpoint.rng_state(), "step": step,
+            checkpoint.save({**state, "source": source.state_dict(), "rng": checkpoint.rng_state(), "step": step,
                              "config": to_dict(cfg), "method": cfg.model.method, "model_hparams": model.hparams,
                              "world": {"num_classes": world.num_classes, "action_dim": world.action_dim},
-                             **({"ranks": ranks} if ranks else {})}, path)
+                             **({"ranks": ranks} if ranks else {})}, path, previous=run_dir / PREVIOUS)
+        last_good = (path, step)
         ddp.barrier()  # the other ranks wait for rank 0's checkpoint
         if ranks and len({r["params"] for r in ranks}) > 1:
             raise RuntimeError(f"parameters differ across ranks at step {step} (digests "
@@ -492,8 +560,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, stop_after: int |
             continue
         first_bad = ddp.earliest(first_bad)  # any rank's first bad step
         if first_bad.item() >= 0:  # checked before any save: the last good checkpoint stays as it was
-            raise TrainingDiverged(f"loss became NaN/inf at step {first_bad.item() + 1}; stopped. The last good "
-                                   f"checkpoint is {run_dir / 'latest.pt'} (lower optim.lr or check the data)")
+            raise diverged(f"loss became NaN/inf at step {first_bad.item() + 1}")
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             m = (ddp.all_reduce_mean(sums) / steps_logged).tolist()
             dt = time.time() - t_log
@@ -517,7 +584,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, stop_after: int |
             sums.zero_()
             steps_logged, t_log = 0, time.time()
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps or step == stop_after:
-            save(run_dir / "latest.pt")
+            save(run_dir / LATEST)
         if step == stop_after:
             break
     if bar is not None:

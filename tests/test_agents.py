@@ -160,6 +160,41 @@ def test_planners_reach_the_goal_with_a_known_model(world_id, tol, h, worlds):
     assert medians["random"] > 4 * tol, medians
 
 
+def test_the_pixel_oracle_renders_in_chunks_with_progress_and_the_same_costs(worlds, monkeypatch):
+    from agents import planning
+    world = worlds["seqjepa/RotatingObjects-v0"]
+    state = world.reset(3, gen(1))
+    goal = execute(world, state, world.sample_action(state, gen(2))[:, None], gen(3))
+    actions = rt.random_quat(3 * 5, gen(4)).reshape(3, 5, 1, 4)
+    whole = planning.world_cost(world, state, goal["params"], world.render(goal), gen(5))(actions)
+    monkeypatch.setattr(planning, "RENDER_CHUNK", 4)
+    notes = []
+    chunked = planning.world_cost(world, state, goal["params"], world.render(goal), gen(5), tick=notes.append)(actions)
+    assert torch.allclose(whole, chunked, atol=1e-4)
+    assert notes == [f"rendered {n}/15 candidate views" for n in (4, 8, 12, 15)]
+    rounds = []
+    cem(lambda a: a.sum((-1, -2)), space_for(world, state), 1, candidates=4, iterations=3, generator=gen(6),
+        tick=rounds.append)
+    assert rounds == ["CEM iteration 1/3", "CEM iteration 2/3", "CEM iteration 3/3"]
+
+
+def _goal_rows(**errors):
+    return {k: {"value": v, "median": v, "latent_cos": 0.0, "seconds": 0.0, "unit": "degrees"}
+            for k, v in errors.items()}
+
+
+def test_plan_report_says_when_the_model_has_not_learned_the_action():
+    from agents.plan_eval import goal_verdict
+    lost = goal_verdict(_goal_rows(start=55.0, random=120.0, cem=135.0, gradient=130.0, oracle_params=12.0),
+                        "degrees")
+    assert lost.startswith("**The model has not learned what the actions do**")
+    assert "cem 135.0, gradient 130.0 vs 55.0 degrees without moving" in lost and "reaches 12.0" in lost
+    learned = goal_verdict(_goal_rows(start=55.0, cem=30.0, gradient=40.0, oracle_params=12.0), "degrees")
+    assert learned.startswith("Planning with the model ends nearer the goal than not moving")
+    small = goal_verdict(_goal_rows(start=55.0, cem=130.0, oracle_params=60.0), "degrees")
+    assert "search budget is too small" in small
+
+
 def test_autoregressive_prediction_composes_the_actions(worlds):
     world, state, goal, cost = toy_problem("seqjepa/RotatingObjects-v0", worlds, 4, 1)
     q = rt.random_quat(8, gen(3)).reshape(4, 1, 2, 4)   # 4 episodes, 1 candidate, 2 steps
@@ -202,17 +237,24 @@ def test_plan_cli_end_to_end(smoke_cfg, tmp_path):
             assert entry["unit"] == "degrees" and 0 <= entry["value"] <= 180
             assert entry["protocol"]["episodes"] == 3 and entry["protocol"]["horizon"] == h
     assert out["metrics"]["goal/H=2/cem"]["protocol"]["candidates"] == 6
-    assert "| cem |" in (ckpt.parent / "plan.md").read_text()
+    report = (ckpt.parent / "plan.md").read_text()
+    assert "| cem |" in report and "| start (no move) |" in report
+    assert "not moving" in report  # each horizon says what the planners' errors mean
 
 
-def test_plan_active_vision_on_saccades(smoke_cfg, tmp_path):
+def test_plan_active_vision_on_saccades(smoke_cfg, tmp_path, monkeypatch):
     from agents.plan_eval import PlanConfig, plan_checkpoint
+    from eval import progress
     ckpt = _train_smoke(smoke_cfg, tmp_path, "sac", [
         "world.env=seqjepa/Saccades-v0", "world.options={}", "world.options.scene_size=48",
         "world.options.glimpse=16", "world.options.num_classes=2", "world.options.per_class=4"])
     pc = PlanConfig(episodes=6, horizons=(1,), candidates=6, iterations=1, restarts=2, grad_steps=2,
                     glimpses=(1, 3), probe_sequences=16, active_sequences=6, probe_epochs=2, active_candidates=4)
-    out = plan_checkpoint(ckpt, pc, log=lambda s: None)["metrics"]
+    monkeypatch.setattr(progress, "EVERY", 0.0)  # without a terminal each long step logs what it is doing
+    lines = []
+    out = plan_checkpoint(ckpt, pc, log=lines.append)["metrics"]
+    assert "plan: goal H=1 oracle_pixels: 0/1 CEM rounds, rendered 36/36 candidate views (0 s)" in lines
+    assert any(line.startswith("plan: active vision, saliency probe sequences: 1/1 batches") for line in lines)
     assert out["goal/H=1/oracle_pixels"]["unit"] == "pixels"
     for policy in ("saliency", "uniform", "active_change", "active_disagreement"):
         assert 0 <= out[f"active/k=3/{policy}"]["value"] <= 100

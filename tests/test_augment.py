@@ -25,9 +25,9 @@ def gen(seed=0):
 # -- loaders -----------------------------------------------------------------------------------------------------
 
 
-def write_cifar(root, n_train=4, n_test=2):
+def write_cifar(root, n_train=4, n_test=2, seed=0):
     root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.RandomState(0)
+    rng = np.random.RandomState(seed)
     for name, n in (("train", n_train), ("test", n_test)):
         batch = {b"data": rng.randint(0, 256, (n, 3072)).astype(np.uint8), b"fine_labels": [i % 2 for i in range(n)],
                  b"coarse_labels": [0] * n, b"filenames": [b"x.png"] * n, b"batch_label": b"b"}
@@ -66,7 +66,7 @@ def test_cifar100_refuses_foreign_globals_and_names_bad_files(tmp_path):
         cifar100_images(root, "test")
     write_cifar(tmp_path / "d")
     (tmp_path / "d" / "meta").unlink()
-    with pytest.raises(FileNotFoundError, match="meta"):
+    with pytest.raises(ValueError, match="CIFAR-100: missing file .*meta; expected"):
         cifar100_images(tmp_path / "d", "train")
 
 

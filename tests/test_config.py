@@ -1,6 +1,7 @@
 import pytest
 
-from seqjepa.config import Config, ConfigError, apply_overrides, from_dict, help_lines, preset, to_dict
+from seqjepa.config import (Config, ConfigError, apply_overrides, from_dict, help_lines, preset, resume_differences,
+                            to_dict)
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
@@ -60,3 +61,39 @@ def test_unknown_preset():
 def test_every_field_has_help():
     for line in help_lines(Config):
         assert line.split("]", 1)[1].strip(), line
+
+
+@pytest.mark.parametrize("override", ["optim.lr=inf", "optim.lr=-Infinity", "optim.weight_decay=NaN",
+                                      "model.dropout=inf", "eval.val_fraction=nan", "model.tau_base=inf"])
+def test_no_float_field_takes_nan_or_inf(override):
+    with pytest.raises(ConfigError, match="allowed: finite float"):
+        apply_overrides(preset("smoke"), [override])
+
+
+def test_world_options_refuse_non_finite_floats_too():
+    import envs
+    with pytest.raises(ConfigError, match="ior_radius: got inf"):
+        envs.make_world("seqjepa/Saccades-v0", ior_radius=float("inf"))
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("optim.lr=1e30", "<= 10.0"), ("optim.weight_decay=100", "<= 10.0"), ("train.seed=18446744073709551616",
+                                                                          "<= 4294967295"),
+    ("train.seed=-1", ">= 0"), ("eval.m_val=[]", "at least 1 item"), ("model.width=1000000", "<= 1024"),
+])
+def test_absurd_values_are_refused_with_their_bound(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(preset("smoke"), [override])
+    assert fragment in str(e.value)
+
+
+def test_resume_differences_name_network_and_world_settings_only():
+    a, b = preset("smoke"), preset("smoke")
+    apply_overrides(b, ["optim.lr=0.01", "train.steps=50", "model.width=16", "world.options.image_size=48"])
+    assert resume_differences(a, b) == [("world.options.image_size", 32, 48), ("model.width", 8, 16)]
+
+
+def test_help_lines_show_a_presets_values():
+    lines = help_lines(Config, values=preset("smoke"))
+    assert any(line.startswith("  train.steps = 6 ") for line in lines)
+    assert any(line.startswith("  train.steps = 1500 ") for line in help_lines(Config))

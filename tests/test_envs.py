@@ -91,20 +91,41 @@ def test_bad_actions_get_clear_errors(env_id):
 
 
 @pytest.mark.parametrize("env_id", WORLD_IDS)
-def test_vector_env_is_batched_torch(env_id):
-    venv = gym.make_vec(env_id, num_envs=4, device="cpu", **small_options(env_id))
+def test_vector_env_is_batched_torch_on_request(env_id):
+    venv = gym.make_vec(env_id, num_envs=4, backend="torch", device="cpu", **small_options(env_id))
     obs, info = venv.reset(seed=0)
     assert isinstance(obs, torch.Tensor) and obs.dtype == torch.uint8
     assert tuple(obs.shape) == venv.observation_space.shape
     actions = torch.as_tensor(venv.action_space.sample())
     obs2, reward, term, trunc, info = venv.step(actions)
     assert tuple(obs2.shape) == tuple(obs.shape) and info["label"].shape == (4,)
+    assert all(isinstance(x, torch.Tensor) for x in (reward, term, trunc, info["episode_id"], info["params"]))
     bad = actions.clone().float()
     bad[2, 0] = float("nan")
     with pytest.raises(ValueError, match=r"non-finite value in rows \[2\]"):
         venv.step(bad)
-    again, _ = gym.make_vec(env_id, num_envs=4, device="cpu", **small_options(env_id)).reset(seed=0)
+    again, _ = gym.make_vec(env_id, num_envs=4, backend="torch", device="cpu", **small_options(env_id)).reset(seed=0)
     assert torch.equal(obs, again)
+
+
+FEW = {"seqjepa/Augmentations-v0": {"per_class": 4},  # fewer, smaller images: worlds built in a fraction of a second
+       "seqjepa/Saccades-v0": {"scene_size": 48, "per_class": 4}}
+
+
+@pytest.mark.parametrize("env_id", WORLD_IDS)
+def test_vector_env_is_numpy_by_default_and_matches_torch(env_id):
+    opts = {**small_options(env_id), **FEW.get(env_id, {})}
+    venv = gym.make_vec(env_id, num_envs=4, **opts)
+    obs, info = venv.reset(seed=0)
+    assert isinstance(obs, np.ndarray) and venv.observation_space.contains(obs)
+    assert info["label"].shape == (4,) and info["episode_id"].dtype == np.int64
+    tvenv = gym.make_vec(env_id, num_envs=4, backend="torch", **opts)
+    tobs, _ = tvenv.reset(seed=0)
+    assert np.array_equal(obs, tobs.numpy())  # one stream of randomness, two array types
+    actions = venv.action_space.sample()
+    obs, reward, term, trunc, info = venv.step(actions)
+    tobs, *_ = tvenv.step(torch.as_tensor(actions))
+    assert np.array_equal(obs, tobs.numpy()) and reward.dtype == np.float64 and trunc.dtype == bool
 
 
 @pytest.mark.parametrize("env_id", WORLD_IDS)

@@ -351,3 +351,25 @@ def test_format_table():
     assert "| equivariance/rot (R²) | 0.710 | – |" in lines
     assert not any("global" in line for line in lines)  # r2_global stays in eval.json, out of the headline
     assert len(lines) == 4
+
+
+def test_format_table_puts_chance_and_the_paper_beside_the_numbers():
+    def res(world, top1, r2):
+        return {"protocol": {"world_train": f"{world} (split=train)"}, "metrics": {
+            "linear_probe/z_agg/M=5": {"value": top1, "protocol": {"unit": "top-1 %", "chance": 5.0}},
+            "equivariance/rotation": {"value": r2, "protocol": {"unit": "R²", "chance": 0.0}},
+            "action_use/M=1": {"value": 1.2, "protocol": {"unit": "ratio", "chance": 1.0}}}}
+
+    lines = format_table({"trained": res("RotatingObjects", 60.0, 0.3),
+                          "random init": res("RotatingObjects", 20.0, 0.0)}).splitlines()
+    assert lines[0] == "| metric | trained | random init | chance | paper (3DIEBench) |"
+    assert "| linear_probe/z_agg/M=5 (top-1 %) | 60.00 | 20.00 | 5.00 | 87.41 |" in lines
+    assert "| equivariance/rotation (R²) | 0.300 | 0.000 | 0.000 | 0.710 |" in lines
+    assert "| action_use/M=1 (ratio) | 1.200 | 1.200 | 1.000 | – |" in lines
+    legend = [line for line in lines if line.startswith("- ")]
+    assert legend[0] == ("- chance: a uniform guess (top-1 = 100 / classes), the train mean (R² = 0), a predictor "
+                         "that ignores the action (action_use = 1)")
+    assert legend[1].startswith("- paper (3DIEBench): seq-JEPA conditioned on rotation, M_tr = 3, on 3DIEBench")
+    # another world: chance only, no paper column
+    lines = format_table({"trained": res("Saccades", 60.0, 0.3)}).splitlines()
+    assert lines[0] == "| metric | trained | chance |"

@@ -12,7 +12,7 @@ from envs.base import Factor, World
 from envs.sequences import ViewBank, random_policy, rollout
 from eval import knn, path_integration, retrieval
 from eval.plots import accuracy_vs_m, path_integration_plot
-from eval.suite import SUITE_NAMES, evaluate, resolve_suites
+from eval.suite import SUITE_NAMES, evaluate, resolve_suites, suite_of
 from seqjepa.config import EvalConfig, preset
 from seqjepa.model import SeqJEPA
 
@@ -120,9 +120,11 @@ def test_all_suites_run_with_protocols_and_frozen_bn(short_paths):
     assert res["metrics"]["ood/equivariance/position"]["protocol"]["test_world"].endswith("ood=True)")
     assert res["metrics"]["path_integration/position/no_vision/M=2"]["protocol"]["condition"] == "no_vision"
     assert 0 < res["metrics"]["retrieval/M=1/mrr"]["value"] <= 1
+    assert {suite_of(k) for k in keys} == set(res["suites"])  # what merging a later evaluation relies on
     json.dumps(res)
-    # plots from the results
-    assert accuracy_vs_m({"trained": res}).size == (640, 420)
+    # plots from the results, with the caption (chance level, ablations) under the 640x420 chart
+    img = accuracy_vs_m({"trained": res})
+    assert img.width == 640 and img.height > 420
     assert path_integration_plot(res) is not None
 
 
@@ -324,7 +326,8 @@ def test_tensorboard_inspection_tags_and_projector(tmp_path):
     assert kinds == {"predicted", "actual"} and len(meta) - 1 == 2 * 20 <= MAX_POINTS
 
 
-def test_evaluate_checkpoint_suites_and_report(tmp_path, short_paths):
+def test_evaluate_checkpoint_suites_and_report(tmp_path, short_paths, monkeypatch):
+    from eval import plots
     from eval.from_checkpoint import evaluate_checkpoint
     from seqjepa.config import apply_overrides
     from seqjepa.train import train
@@ -334,15 +337,51 @@ def test_evaluate_checkpoint_suites_and_report(tmp_path, short_paths):
                           "world.bank_objects=8", "world.bank_views=4", "eval.train_sequences=16",
                           "eval.test_sequences=16", "eval.random_init_baseline=false", "world.options.instances=4"])
     train(cfg, tmp_path / "run", log=lambda s: None)
-    res = evaluate_checkpoint(tmp_path / "run" / "latest.pt", suites=["linear_probe", "retrieval"], inspect=True,
+    run = tmp_path / "run"
+    # trusted: this process wrote the checkpoint, so its cache folder is the user's own
+    res = evaluate_checkpoint(run / "latest.pt", suites=["linear_probe", "retrieval"], inspect=True, trusted=True,
                               log=lambda s: None)
     keys = set(res["trained"]["metrics"])
     assert "linear_probe/z_agg/M=2" in keys and "retrieval/M=2/mrr" in keys
     assert not any(k.startswith(("knn", "equivariance")) for k in keys)
-    run = tmp_path / "run"
     for f in ("eval.json", "eval.md", "eval_accuracy_vs_m.png"):
         assert (run / f).is_file(), f
     assert "retrieval/M=1/mrr" in (run / "eval.md").read_text()
+    first = json.loads((run / "eval.json").read_text())
+
+    # A later k-NN run (with the random init this time) joins the report; the plot says what it shows.
+    titles = []
+    real_plot = plots.line_plot
+    monkeypatch.setattr(plots, "line_plot", lambda series, **kw: titles.append(kw["title"]) or real_plot(series, **kw))
+    here = [f"world.cache_dir={tmp_path / 'cache'}"]
+    res = evaluate_checkpoint(run / "latest.pt", here + ["eval.random_init_baseline=true"], suites=["knn"],
+                              tensorboard=False, log=lambda s: None)
+    assert set(res["trained"]["metrics"]) == {"knn/z_agg/M=1", "knn/z_agg/M=2", "knn/encoder"}  # this call's
+    report = json.loads((run / "eval.json").read_text())
+    trained = report["trained"]
+    assert trained["suites"] == ["linear_probe", "retrieval", "knn"] and trained["earlier_suites"] == [
+        "linear_probe", "retrieval"]
+    assert {k: v for k, v in trained["metrics"].items() if not k.startswith("knn/")} == first["trained"]["metrics"]
+    assert set(report["random init"]["metrics"]) == set(res["random init"]["metrics"])
+    assert "knn/encoder" in (run / "eval.md").read_text() and "linear_probe/encoder" in (run / "eval.md").read_text()
+    assert titles[-1] == "top-1 on z_agg vs M_val (solid: linear probe, dashed: k-NN)"
+
+    # Re-running the linear probe (other epochs) replaces only its numbers.
+    evaluate_checkpoint(run / "latest.pt", here + ["eval.linear_epochs=1"], suites=["linear_probe"],
+                        tensorboard=False, log=lambda s: None)
+    report = json.loads((run / "eval.json").read_text())
+    assert report["trained"]["metrics"]["linear_probe/encoder"]["protocol"]["epochs"] == 1
+    assert report["trained"]["metrics"]["retrieval/M=1/mrr"] == first["trained"]["metrics"]["retrieval/M=1/mrr"]
+    assert report["random init"]["metrics"]["knn/encoder"]["value"] == res["random init"]["metrics"]["knn/encoder"][
+        "value"]
+    assert not list(run.glob(".*.tmp*"))  # every file written whole, no temporary left
+
+    # k-NN alone in a fresh folder: the plot is k-NN only and says so.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "latest.pt").write_bytes((run / "latest.pt").read_bytes())
+    evaluate_checkpoint(other / "latest.pt", here, suites=["knn"], tensorboard=False, log=lambda s: None)
+    assert titles[-1] == "top-1 on z_agg vs M_val (k-NN)"
     with pytest.raises(ValueError, match="--suite"):
         evaluate_checkpoint(run / "latest.pt", suites=["bogus"])
 

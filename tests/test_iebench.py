@@ -1,4 +1,7 @@
 """3DIEBench from disk, on a tiny tree in the real format (tests/iebench_tree.py)."""
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -124,6 +127,25 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     (root / "val_labels.npy").unlink()
     with pytest.raises(ValueError, match="val_labels.npy"):
         IEBench(root=str(root), split="test")
+
+
+def test_data_fingerprint_follows_the_files_the_world_reads(tmp_path):
+    root = write_tree(tmp_path, views=4)
+    fingerprint = lambda **o: IEBench(root=str(root), image_size=16, **o).data_fingerprint()  # noqa: E731
+    first, three_views = fingerprint(), fingerprint(views=3)
+    assert fingerprint() == first and three_views != first
+    obj = root / "02691156" / "02691156obj0"
+    np.save(obj / "latent_3.npy", np.zeros(7))
+    os.utime(obj / "latent_3.npy", ns=(0, 10**18))  # a later write, whatever the file system's clock resolution
+    changed = fingerprint()
+    assert changed != first and fingerprint(views=3) == three_views  # view 3 is not read with views=3
+    (obj / "notes.txt").write_text("not a view")
+    assert fingerprint() == changed  # nor are other files
+    (root / "val_labels.npy").write_bytes((root / "val_labels.npy").read_bytes())
+    os.utime(root / "val_labels.npy", ns=(0, 10**18))
+    assert fingerprint() != changed  # the index files count too (the other split's labels give num_classes)
+    shutil.rmtree(obj)
+    assert fingerprint() != changed  # a missing object is counted; rendering names it
 
 
 def test_pickled_index_needs_a_text_index(tmp_path):

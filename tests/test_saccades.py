@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from envs.augment import Augmentations
 from envs.saccades import Saccades
 from envs.saliency import classical_saliency, inhibit, sample_fixations
 from envs.scenes import cluttered_scenes
@@ -233,7 +234,7 @@ def test_stl10_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"test_X\.bin.*27648"):
         load_stl10(tmp_path, "test")
     (tmp_path / "test_X.bin").write_bytes(b"\0" * IMAGE_BYTES)
-    with pytest.raises(FileNotFoundError, match=r"test_y\.bin"):
+    with pytest.raises(ValueError, match=r"STL-10: .*test_y\.bin not found"):
         load_stl10(tmp_path, "test")
     (tmp_path / "test_y.bin").write_bytes(bytes([1, 2]))
     with pytest.raises(ValueError, match="2 labels.*1 images"):
@@ -290,6 +291,36 @@ def test_folder_source(tmp_path):
     world = Saccades(source="folder", root=str(tmp_path), split="test", scene_size=32, glimpse=8)
     assert world.num_classes == 2 and world.num_episodes == 4 and world.images.shape == (4, 3, 32, 32)
     assert world.render(world.reset(3, gen())).shape == (3, 3, 8, 8)
+
+
+def test_folder_sources_share_one_split_rule(tmp_path):
+    """Augmentations and Saccades split a folder alike (envs.images.load_folder_split): without split folders,
+    every 5th image of each class is the test split, and a missing split folder is refused by both."""
+    flat = tmp_path / "flat"
+    for k, name in enumerate(("cat", "dog")):
+        (flat / name).mkdir(parents=True)
+        for j in range(6):  # every image its own grey, so the splits can be told apart
+            Image.fromarray(np.full((32, 32, 3), 40 * k + 5 * j, np.uint8)).save(flat / name / f"{j}.png")
+    seen = {}
+    for split in ("train", "test"):
+        aug = Augmentations(source="folder", root=str(flat), image_size=32, split=split)
+        sac = Saccades(source="folder", root=str(flat), scene_size=32, glimpse=8, fixations="uniform", split=split)
+        assert torch.equal(aug._images, sac.images) and torch.equal(aug._labels, sac.labels)
+        seen[split] = {int(v) for v in sac.images[:, 0, 0, 0]}
+    assert seen["test"] == {20, 60} and seen["train"] == {0, 5, 10, 15, 25, 40, 45, 50, 55, 65}  # image 4 of each
+    with pytest.raises(ValueError, match="no unlabeled split"):
+        Saccades(source="folder", root=str(flat), split="unlabeled")
+
+    only_train = tmp_path / "only_train"
+    (only_train / "train" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(only_train / "train" / "cat" / "0.png")
+    refusals = set()
+    for world in (Augmentations, Saccades):
+        with pytest.raises(ValueError, match=r"no test split under \S+only_train: it has the split folders \['train'\]"
+                           ) as e:
+            world(source="folder", root=str(only_train), split="test")
+        refusals.add(str(e.value))
+    assert len(refusals) == 1  # word for word
 
 
 def test_clean_views_fixate_the_class_object():
