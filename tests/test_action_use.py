@@ -86,6 +86,7 @@ def test_action_use_is_the_forward_loss_with_shuffled_actions_and_leaves_modes_a
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # no running statistic moved
 
 
+@pytest.mark.slow
 def test_action_use_is_one_when_the_predictor_is_blind_to_the_action_and_well_above_when_it_uses_it():
     # The same training on a target that needs the last action: with the action pathway cut, shuffling a_M
     # changes nothing; with it, 100 steps teach the predictor to use it (measured: 2.4x; 1.4x after 50 steps).

@@ -224,6 +224,7 @@ def _train_smoke(cfg, tmp_path, name, overrides):
     return tmp_path / name / "latest.pt"
 
 
+@pytest.mark.slow
 def test_plan_cli_end_to_end(smoke_cfg, tmp_path):
     ckpt = _train_smoke(smoke_cfg, tmp_path, "rot", ["world.source=live", "world.agent=uniform"])
     r = subprocess.run([sys.executable, str(ROOT / "run.py"), "plan", "--ckpt", str(ckpt), "--episodes", "3",
@@ -261,11 +262,3 @@ def test_plan_active_vision_on_saccades(smoke_cfg, tmp_path, monkeypatch):
     # one glimpse: every policy has seen the same first fixation of the same scenes
     assert len({out[f"active/k=1/{p}"]["value"] for p in ("saliency", "uniform", "active_change")}) == 1
     assert "Active vision" in (ckpt.parent / "plan.md").read_text()
-
-
-def test_docstring_examples_run():
-    import doctest
-    import importlib
-    for name in ("agents", "agents.base", "agents.random_policy", "agents.saliency", "agents.uniform", "agents.sweep",
-                 "agents.planning", "agents.active_vision", "agents.plan_eval"):
-        assert doctest.testmod(importlib.import_module(name)).failed == 0, name

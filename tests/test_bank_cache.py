@@ -214,6 +214,7 @@ def test_stale_temp_files_of_the_key_are_removed_and_live_ones_kept(tmp_path):
         assert (tmp_path / name).exists() != removed, name
 
 
+@pytest.mark.slow
 def test_a_save_killed_midway_leaves_a_temp_file_that_the_next_build_removes(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys, torch

@@ -3,6 +3,8 @@
 import importlib.util
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -63,6 +65,7 @@ def test_world_learning_report_averages_seeds_of_the_same_settings_only():
     assert text.count("- `seqjepa/Augmentations-v0`, seed ") == 4
 
 
+@pytest.mark.slow
 def test_action_use_sees_actions_only_where_the_predictor_reads_them(smoke_cfg, tmp_path):
     from seqjepa.config import apply_overrides
     from seqjepa.train import train
@@ -78,6 +81,7 @@ def test_action_use_sees_actions_only_where_the_predictor_reads_them(smoke_cfg, 
     assert both["last shuffled"] != both["true"]
 
 
+@pytest.mark.slow
 def test_view_diagnostics_effective_rank_counts_equal_directions_and_the_ceiling_runs(smoke_cfg):
     import torch
 
@@ -101,6 +105,7 @@ def test_view_diagnostics_effective_rank_counts_equal_directions_and_the_ceiling
     assert 0 <= one <= 100 and 0 <= many <= 100 and clean is None   # the objects world has no clean view
 
 
+@pytest.mark.slow
 def test_supervised_equivariance_reads_a_visible_action_and_not_a_hidden_one(tmp_path):
     """Two views that show the action (the saccade's glimpse moves over the scene) give a positive R² once the
     encoder is trained on it; the same pairs with the relative action drawn at random give none."""
@@ -131,6 +136,7 @@ def test_supervised_equivariance_reads_a_visible_action_and_not_a_hidden_one(tmp
     assert r2["position"] < 0.1
 
 
+@pytest.mark.slow
 def test_view_diagnostics_loads_any_method_while_planning_refuses_a_baseline(smoke_cfg, tmp_path, capsys):
     import sys
 
@@ -253,6 +259,7 @@ def test_findings_report_only_rewrites_the_report_from_the_record(tmp_path, caps
     assert "== stage 2/3: verdicts" in out and "F2 FAIL" in out
 
 
+@pytest.mark.slow
 def test_findings_run_trains_once_then_is_reused_resumed_or_refused(tmp_path, monkeypatch, capsys):
     """One run of the script on the cpu preset at tiny settings: trained and evaluated with its random init; run
     again it is reused; without its eval.json it is evaluated again without training; other settings are refused."""

@@ -81,6 +81,7 @@ def test_record_episode_statistics_vector(env_id):
     assert len(infos) == 2 and set(CLIENT_INFO_KEYS) <= set(infos[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env_id", PROCEDURAL_IDS)
 def test_stable_baselines3_ppo_trains_through_its_own_make_vec_env(env_id):
     pytest.importorskip("stable_baselines3", reason="Stable-Baselines3 is not installed (pip install -e '.[clients]')")

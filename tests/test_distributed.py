@@ -65,6 +65,7 @@ def runs(tmp_path_factory):
     return tmp, cfg, r.stdout
 
 
+@pytest.mark.slow
 def test_ranks_hold_identical_parameters(runs):
     tmp, _, stdout = runs
     ckpt = checkpoint.load(tmp / "two" / "latest.pt")

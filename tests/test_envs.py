@@ -175,6 +175,7 @@ FAST = {"seqjepa/Saccades-v0": ["world.options.scene_size=48", "world.options.gl
         "seqjepa/Augmentations-v0": ["world.options.per_class=4"]}
 
 
+@pytest.mark.slow
 # The default world (rotating objects) is trained and evaluated by the CLI test (test_cli.py), a minute's work.
 @pytest.mark.parametrize("env_id", [w for w in WORLD_IDS if w != "seqjepa/RotatingObjects-v0"])
 def test_every_world_trains_and_evaluates_from_the_launcher(env_id, tmp_path):

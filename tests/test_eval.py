@@ -196,6 +196,7 @@ def test_hold_out_keeps_each_episode_on_one_side():
         hold_out(x[:1], x[:1], 0.1, torch.Generator())
 
 
+@pytest.mark.slow
 def test_validation_split_picks_the_epoch_before_overfitting():
     # A wide MLP on few noisy rows over-fits: scored after the last epoch its R² falls well below 0; with the
     # epoch chosen on rows held out of the train split it stays near the mean predictor's 0.

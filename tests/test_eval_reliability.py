@@ -320,11 +320,3 @@ def test_evaluate_reports_each_long_step(monkeypatch, tmp_path, good):
     assert any(line.startswith("eval: features of the train split: 1/") for line in lines)
     assert any(line.startswith("eval: linear_probe: fitting linear_probe/z_agg/M=1") for line in lines)
     assert any(line.startswith("eval: equivariance: fitting equivariance/rotation") for line in lines)
-
-
-def test_docstring_examples_run():
-    import doctest
-    import importlib
-    for name in ("eval.progress", "eval.paper", "eval.suite", "eval.plots", "eval.knn", "eval.retrieval",
-                 "eval.probes"):
-        assert doctest.testmod(importlib.import_module(name)).failed == 0, name

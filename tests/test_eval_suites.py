@@ -202,6 +202,7 @@ class PositionEncoder(SeqJEPA):
         return z
 
 
+@pytest.mark.slow
 def test_path_integration_views_only_needs_vision_that_carries_position(short_paths):
     """The learned part: with noise views (nothing visible says where the observer is) views_only finds nothing
     while full still reads the actions (the paper's protocol, solved without vision); with an encoder that carries
@@ -326,6 +327,7 @@ def test_tensorboard_inspection_tags_and_projector(tmp_path):
     assert kinds == {"predicted", "actual"} and len(meta) - 1 == 2 * 20 <= MAX_POINTS
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_suites_and_report(tmp_path, short_paths, monkeypatch):
     from eval import plots
     from eval.from_checkpoint import evaluate_checkpoint
@@ -386,6 +388,7 @@ def test_evaluate_checkpoint_suites_and_report(tmp_path, short_paths, monkeypatc
         evaluate_checkpoint(run / "latest.pt", suites=["bogus"])
 
 
+@pytest.mark.slow
 def test_cli_rejects_an_unknown_suite_in_one_line():
     import subprocess
     import sys

@@ -68,6 +68,7 @@ def test_fixed_size_path_renders_the_same_views(env_id):
     assert (pruned.int() - fixed.int()).abs().max() <= 1  # the same math per pixel; uint8 rounding may differ
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["bank", "live"])
 def test_training_syncs_only_when_it_logs(smoke_cfg, tmp_path, source):
     # Logging and checkpoints happen once, at the last step; if any step synced, twice the steps would sync more.

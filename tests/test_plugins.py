@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
+import pytest
 from gymnasium.utils.env_checker import check_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +22,7 @@ def test_example_world_passes_check_env():
         check_env(env.unwrapped)
 
 
+@pytest.mark.slow
 def test_plugin_world_trains_and_evaluates(tmp_path):
     cmd = [sys.executable, "run.py", "train", "--preset", "smoke", "--env", "examples.my_world:MyWorld-v0",
            "--set", "world.options={}", "--set", f"train.runs_dir={tmp_path / 'runs'}",

@@ -358,13 +358,3 @@ def test_object_saliency_fixates_the_class_object_and_only_procedural_scenes_hav
     assert torch.stack(far).median() < 1.0
     with pytest.raises(ConfigError, match="saliency: got 'object' with source='stl10'"):
         Saccades(source="stl10", root="/nowhere", saliency="object")
-
-
-def test_scene_and_saliency_docstring_examples():
-    import doctest
-
-    import envs.saccades
-    import envs.saliency
-    import envs.scenes
-    for module in (envs.saccades, envs.saliency, envs.scenes):
-        assert doctest.testmod(module).failed == 0, module.__name__
