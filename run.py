@@ -24,16 +24,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import linecache
 import sys
 import tempfile
 import time
 from pathlib import Path, PurePath
 
-from seqjepa.config import (RESUME_FIXED, Config, ConfigError, apply_overrides, from_dict, help_lines, preset,
+from seqjepa.config import (RESUME_FIXED, Config, ConfigError, DataError, apply_overrides, from_dict, help_lines, preset,
                             resume_differences)
 
-ROOT = Path(__file__).resolve().parent
 DEFAULT_PRESET = "cpu"
 RUN_RECORD = ("versions", "command")  # what config.json holds besides the settings
 
@@ -71,7 +69,7 @@ def help_config(argv: list[str]) -> Config | None:
         return None
     try:
         return preset(flag("--preset") or DEFAULT_PRESET, flag("--env"))
-    except ValueError:  # an unknown preset or world: the values before any preset; the run itself reports it
+    except ConfigError:  # an unknown preset or world: the values before any preset; the run itself reports it
         return None
 
 
@@ -270,7 +268,7 @@ def cmd_envs(args) -> int:
         try:
             world = envs.make_world(env_id, image_size=32) if "image_size" in {
                 f.name for f in dataclasses.fields(cls.Options)} else envs.make_world(env_id)
-        except ValueError as e:  # a world over a dataset on disk, with no dataset given: list it anyway
+        except DataError as e:  # a world over a dataset on disk, with no dataset given: list it anyway
             if not getattr(cls, "needs_data", False):
                 raise
             print(f"{env_id}: {cls.name}\n  action: {cls.action_doc}\n  needs data: {e}")
@@ -380,20 +378,6 @@ def parser(help_cfg: Config | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def raised_by_us(e: BaseException) -> bool:
-    """A ValueError this project raises on purpose (``raise ValueError(...)`` in its own code) is a message for
-    the user: the worlds report bad options and data files this way. One raised inside a library or by a builtin
-    is a bug, and keeps its traceback."""
-    tb = e.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    file = Path(tb.tb_frame.f_code.co_filename).resolve()
-    ours = file.is_relative_to(ROOT) and not {".venv", "site-packages"} & set(file.relative_to(ROOT).parts)
-    return ours and linecache.getline(str(file), tb.tb_lineno).lstrip().startswith("raise ")
-
-
 def interrupted(args) -> str:
     run_dir = getattr(args, "run_dir", None)
     if run_dir is None:
@@ -419,12 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"{e.prog}: error: {e}", file=sys.stderr)
         return 2
-    except (ConfigError, CliError, CheckpointError, TrainingDiverged) as e:
-        print(f"run.py {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        if not raised_by_us(e):
-            raise
+    except (ConfigError, DataError, CliError, CheckpointError, TrainingDiverged) as e:
         print(f"run.py {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the filesystem refused: name the path; an OSError without one is a bug

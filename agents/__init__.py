@@ -31,6 +31,8 @@ import torch
 
 from envs.base import World
 
+from seqjepa.config import ConfigError
+
 from .random_policy import RandomPolicy
 from .saliency import SaliencyPolicy
 from .sweep import SweepPolicy
@@ -42,7 +44,7 @@ AGENTS: dict[str, Callable[[], object]] = {"random": RandomPolicy, "saliency": S
 
 def make_agent(name: str):
     if name not in AGENTS:
-        raise ValueError(f"world.agent: unknown agent {name!r}; allowed: {', '.join(sorted(AGENTS))}")
+        raise ConfigError(f"world.agent: unknown agent {name!r}; allowed: {', '.join(sorted(AGENTS))}")
     return AGENTS[name]()
 
 

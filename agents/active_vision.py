@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from envs.base import State, World
 from envs.saccades import Saccades
+from seqjepa.config import ConfigError
 
 from .base import on_device, unfit
 
@@ -41,9 +42,9 @@ class ActiveVisionPolicy:
 
     def __init__(self, model: nn.Module, *, candidates: int = 32, score: Score = "change", samples: int = 8):
         if score not in ("change", "disagreement"):
-            raise ValueError(f"score: got {score!r}; allowed: 'change', 'disagreement'")
+            raise ConfigError(f"score: got {score!r}; allowed: 'change', 'disagreement'")
         if getattr(model, "action_embed", None) is None:
-            raise ValueError("active vision needs an action-conditioned world model (seq-JEPA, act_cond both)")
+            raise ConfigError("active vision needs an action-conditioned world model (seq-JEPA, act_cond both)")
         self.model, self.candidates, self.score, self.samples = model, candidates, score, samples
 
     @torch.no_grad()

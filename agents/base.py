@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from envs.base import World, split_generator
+from seqjepa.config import ConfigError
 
 
 def world_id(world: World) -> str:
@@ -18,9 +19,9 @@ def world_id(world: World) -> str:
     return next((k for k, cls in envs.WORLDS.items() if type(world) is cls), type(world).__name__)
 
 
-def unfit(agent: str, world: World, fits: str) -> ValueError:
+def unfit(agent: str, world: World, fits: str) -> ConfigError:
     """The error a policy raises on a world it does not fit: names the agent, the world and what it needs."""
-    return ValueError(f"world.agent: agent {agent!r} does not fit world {world_id(world)!r}; it needs {fits}")
+    return ConfigError(f"world.agent: agent {agent!r} does not fit world {world_id(world)!r}; it needs {fits}")
 
 
 def on_device(generator: torch.Generator, world: World) -> torch.Generator:

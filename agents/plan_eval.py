@@ -77,12 +77,13 @@ def load_model(path: Path, *, require_predictor: bool = True, overrides: Sequenc
     The checkpoint is checked and confined as ``run.py eval`` does (``eval.from_checkpoint.open_checkpoint``:
     ``overrides`` on top of its config; ``trusted`` for a checkpoint this process wrote)."""
     from eval.from_checkpoint import checkpoint_network, open_checkpoint
+    from seqjepa.checkpoint import CheckpointError
     from seqjepa.train import resolve_device
 
     ckpt, cfg = open_checkpoint(path, overrides, trusted=trusted)
     model = checkpoint_network(ckpt, cfg, trained=True)
     if require_predictor and not has_predictor(model):
-        raise ValueError(f"checkpoint {path} is a {ckpt.get('method')!r} model without a predictor; planning "
+        raise CheckpointError(f"checkpoint {path} is a {ckpt.get('method')!r} model without a predictor; planning "
                          f"(and benchmarks/action_use.py) need a seq-JEPA world model")
     model = model.to(resolve_device(cfg.train.device)).eval().requires_grad_(False)
     return model, cfg, ckpt

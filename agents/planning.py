@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from envs import rotations as rt
 from envs.base import State, World
 from envs.saccades import Saccades
+from seqjepa.config import ConfigError
 
 Cost = Callable[[Tensor], Tensor]  # actions [B, K, H, A] -> cost [B, K] (lower is better)
 Tick = Callable[[str], None]        # progress of a long search: called with what was just done
@@ -141,7 +142,7 @@ class LatentGoalCost:
 
     def __init__(self, model: nn.Module, views: Tensor, actions: Tensor, goal: Tensor):
         if getattr(model, "action_embed", None) is None or not hasattr(model, "predict"):
-            raise ValueError("planning needs an action-conditioned world model (seq-JEPA with model.act_cond "
+            raise ConfigError("planning needs an action-conditioned world model (seq-JEPA with model.act_cond "
                              "both or predictor); this model has no action pathway into its predictor")
         self.model = model
         with torch.no_grad():

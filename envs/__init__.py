@@ -19,6 +19,8 @@ from functools import partial
 
 import gymnasium as gym
 
+from seqjepa.config import ConfigError
+
 from .base import Factor, State, World, fixed_size_work, prunes_work
 from .gym_env import WorldEnv, WorldVectorEnv
 from .sequences import Batch, SequenceSource, ViewBank, rollout
@@ -48,9 +50,9 @@ def world_class(env_id: str) -> tuple[str, type[World]]:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise ValueError(f"world.env: cannot import plug-in module {module!r} ({e})") from None
+            raise ConfigError(f"world.env: cannot import plug-in module {module!r} ({e})") from None
     if name not in WORLDS:
-        raise ValueError(f"world.env: unknown world {name!r}; registered: {', '.join(sorted(WORLDS))}")
+        raise ConfigError(f"world.env: unknown world {name!r}; registered: {', '.join(sorted(WORLDS))}")
     return name, WORLDS[name]
 
 

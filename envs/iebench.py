@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqjepa.config import opt
+from seqjepa.config import DataError, opt
 
 from . import rotations as rt
 from .base import Factor, State, World, fingerprint_files
@@ -51,24 +51,24 @@ def load_index(root: Path, prefix: str) -> tuple[list[str], np.ndarray]:
             paths = [str(p) for p in np.load(npy, allow_pickle=False).reshape(-1)]
         except ValueError as e:  # an object array of str needs pickle, which we never load
             if not txt.is_file():
-                raise ValueError(f"cannot read {npy}: it needs pickle ({e}); write its paths one per line to "
+                raise DataError(f"cannot read {npy}: it needs pickle ({e}); write its paths one per line to "
                                  f"{txt}, e.g. python -c \"import numpy as np; open('{txt}','w').write("
                                  f"'\\n'.join(map(str, np.load('{npy}', allow_pickle=True))))\"") from None
             paths = None
     elif txt.is_file():
         paths = None
     else:
-        raise ValueError(f"missing file {npy} (or {txt}); expected the 3DIEBench index under world.options.root")
+        raise DataError(f"missing file {npy} (or {txt}); expected the 3DIEBench index under world.options.root")
     if paths is None:
         paths = [line.strip() for line in txt.read_text().splitlines() if line.strip()]
     if not lab.is_file():
-        raise ValueError(f"missing file {lab}; expected the 3DIEBench labels under world.options.root")
+        raise DataError(f"missing file {lab}; expected the 3DIEBench labels under world.options.root")
     try:
         labels = np.load(lab, allow_pickle=False).reshape(-1).astype(np.int64)
     except (ValueError, OSError) as e:
-        raise ValueError(f"cannot read {lab}: {e}") from None
+        raise DataError(f"cannot read {lab}: {e}") from None
     if len(labels) != len(paths):
-        raise ValueError(f"{lab}: {len(labels)} labels for {len(paths)} objects in the {prefix} index")
+        raise DataError(f"{lab}: {len(labels)} labels for {len(paths)} objects in the {prefix} index")
     return [p.strip("/") for p in paths], labels
 
 
@@ -106,16 +106,16 @@ class IEBench(World):
         if not opts.root:
             opts.root = os.environ.get(ENV_VAR, "")
         if not opts.root:
-            raise ValueError(f"world.options.root: no 3DIEBench folder given; set world.options.root=PATH or the "
+            raise DataError(f"world.options.root: no 3DIEBench folder given; set world.options.root=PATH or the "
                              f"environment variable {ENV_VAR}")
         root = Path(opts.root).expanduser()
         if not root.is_dir():
-            raise ValueError(f"world.options.root: {root} is not a folder; expected the 3DIEBench"
+            raise DataError(f"world.options.root: {root} is not a folder; expected the 3DIEBench"
                              f"{'-OOD' if opts.ood else ''} root (synset/object/image_i.jpg + index files)")
         self.options, self.device, self.root = opts, torch.device(device), root
         self._paths, labels = load_index(root, "train" if opts.split == "train" else "val")
         if not self._paths:
-            raise ValueError(f"world.options.root: the {opts.split} index under {root} lists no objects")
+            raise DataError(f"world.options.root: the {opts.split} index under {root} lists no objects")
         # Classes from both splits when both are there, so train and test agree on num_classes.
         other = "val" if opts.split == "train" else "train"
         try:
@@ -162,22 +162,22 @@ class IEBench(World):
         if episode not in self._views:
             folder = self._folder(episode)
             if not folder.is_dir():
-                raise ValueError(f"missing folder {folder} (object {episode} of the {self.options.split} index)")
+                raise DataError(f"missing folder {folder} (object {episode} of the {self.options.split} index)")
             ids = sorted(int(m.group(1)) for f in os.listdir(folder) if (m := _VIEW.match(f)))
             ids = [i for i in ids if i < self.options.views]
             if not ids:
-                raise ValueError(f"no views in {folder}: expected image_<i>.jpg with i < {self.options.views}")
+                raise DataError(f"no views in {folder}: expected image_<i>.jpg with i < {self.options.views}")
             latents = []
             for i in ids:
                 file = folder / f"latent_{i}.npy"
                 if not file.is_file():
-                    raise ValueError(f"missing file {file}")
+                    raise DataError(f"missing file {file}")
                 try:
                     lat = np.load(file, allow_pickle=False)
                 except (ValueError, OSError, EOFError) as e:
-                    raise ValueError(f"cannot read {file}: {e}") from None
+                    raise DataError(f"cannot read {file}: {e}") from None
                 if lat.shape != (7,) or not np.isfinite(lat).all():
-                    raise ValueError(f"bad latent in {file}: got shape {lat.shape}; expected 7 finite floats "
+                    raise DataError(f"bad latent in {file}: got shape {lat.shape}; expected 7 finite floats "
                                      f"(rot x, y, z, floor hue, spot theta, spot phi, spot hue)")
                 latents.append(lat.astype(np.float32))
             self._views[episode] = (torch.tensor(ids, device=self.device),
@@ -194,7 +194,7 @@ class IEBench(World):
 
         file = self._folder(episode) / f"image_{view}.jpg"
         if not file.is_file():
-            raise ValueError(f"missing file {file}")
+            raise DataError(f"missing file {file}")
         try:
             with Image.open(file) as im:
                 im = im.convert("RGB")
@@ -202,7 +202,7 @@ class IEBench(World):
                     im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8).copy()
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-            raise ValueError(f"cannot read image {file}: {e}") from None
+            raise DataError(f"cannot read image {file}: {e}") from None
         img = torch.from_numpy(arr).permute(2, 0, 1).contiguous().to(self.device)
         if self.options.cache_images:
             self._images[key] = img

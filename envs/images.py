@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from seqjepa.config import ConfigError, DataError
+
 from .base import fingerprint_files
 
 __all__ = ["ImageSet", "procedural_images", "digits_images", "cifar100_images", "tiny_imagenet_images",
@@ -160,9 +162,9 @@ def procedural_images(num_classes: int = 10, per_class: int = 100, size: int = 3
     torch.Size([2, 3, 8, 8])
     """
     if not 1 <= num_classes <= PROCEDURAL_MAX_CLASSES:
-        raise ValueError(f"num_classes: got {num_classes}; allowed: 1..{PROCEDURAL_MAX_CLASSES}")
+        raise ConfigError(f"num_classes: got {num_classes}; allowed: 1..{PROCEDURAL_MAX_CLASSES}")
     if split not in ("train", "test"):
-        raise ValueError(f"split: got {split!r}; allowed: 'train', 'test'")
+        raise ConfigError(f"split: got {split!r}; allowed: 'train', 'test'")
     out = []
     for c in range(num_classes):
         g = torch.Generator().manual_seed(((seed * 1_000_003 + c) * 2 + (split == "test")) % 2**63)
@@ -228,22 +230,22 @@ def _dataset_folder(root: str | Path, dataset: str, layout: str) -> Path:
     """``root`` expanded, after checking that it is a folder (ValueError naming it and ``layout`` if not)."""
     root = Path(root).expanduser()
     if not root.exists():
-        raise ValueError(f"{dataset}: {root} not found; expected {layout}")
+        raise DataError(f"{dataset}: {root} not found; expected {layout}")
     if not root.is_dir():
-        raise ValueError(f"{dataset}: {root} is a file, not a folder; expected {layout}")
+        raise DataError(f"{dataset}: {root} is a file, not a folder; expected {layout}")
     return root
 
 
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
-        raise ValueError(f"CIFAR-100: missing file {path}; expected {CIFAR100_LAYOUT}")
+        raise DataError(f"CIFAR-100: missing file {path}; expected {CIFAR100_LAYOUT}")
     try:
         with open(path, "rb") as f:
             data = _NumpyOnlyUnpickler(f, encoding="bytes").load()
     except Exception as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
+        raise DataError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"cannot read {path}: expected a dict, got {type(data).__name__}")
+        raise DataError(f"cannot read {path}: expected a dict, got {type(data).__name__}")
     # Python-2 pickles give bytes keys; accept str keys too.
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in data.items()}
 
@@ -263,12 +265,12 @@ def cifar100_images(root: str | Path, split: Split = "train", size: int | None =
         labels = torch.as_tensor(np.asarray(batch["fine_labels"], dtype=np.int64))
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta["fine_label_names"]]
     except KeyError as e:
-        raise ValueError(f"cannot read {file}: missing key {e}") from None
+        raise DataError(f"cannot read {file}: missing key {e}") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise ValueError(f"cannot read {file}: expected data [N, 3072] and N fine_labels, got data "
+        raise DataError(f"cannot read {file}: expected data [N, 3072] and N fine_labels, got data "
                          f"{list(data.shape)} and {len(labels)} labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
-        raise ValueError(f"cannot read {file}: labels outside the {len(names)} classes of {root / 'meta'}")
+        raise DataError(f"cannot read {file}: labels outside the {len(names)} classes of {root / 'meta'}")
     images = rearrange(torch.from_numpy(data.copy()), "n (c h w) -> n c h w", c=3, h=32, w=32)
     return ImageSet(_resize(images, size), labels, names, fingerprint)
 
@@ -291,9 +293,9 @@ def _read_image(path: Path, size: int | None) -> np.ndarray:
                 im = im.crop((left, top, left + size, top + size))
             arr = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
-        raise ValueError(f"missing image file {path}") from None
+        raise DataError(f"missing image file {path}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+        raise DataError(f"cannot read image {path}: {e}") from None
     return arr
 
 
@@ -301,14 +303,14 @@ def _stack(paths: list[Path], labels: list[int], classes: list[str], size: int |
            layout: str, index_files: tuple[Path, ...] = ()) -> ImageSet:
     """The images ``paths`` read and stacked; the fingerprint also covers the ``index_files`` that listed them."""
     if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {where}; expected {layout}")
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {where}; expected {layout}")
     fingerprint = fingerprint_files([*index_files, *paths])
     # Pillow releases the GIL while decoding, so threads read Tiny ImageNet's 100k JPEGs several times faster.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(lambda p: _read_image(p, size), paths))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:  # without a size, the files must already agree
-        raise ValueError(f"images under {where} differ in size ({sorted(shapes)[:3]}...); pass size=")
+        raise DataError(f"images under {where} differ in size ({sorted(shapes)[:3]}...); pass size=")
     images = rearrange(torch.from_numpy(np.stack(arrays)), "n h w c -> n c h w").contiguous()
     if images.shape[-1] != images.shape[-2]:
         images = _resize(images, min(images.shape[-2:]))
@@ -329,23 +331,23 @@ def tiny_imagenet_images(root: str | Path, split: Split = "train", size: int | N
     root = _dataset_folder(root, "Tiny ImageNet", TINY_IMAGENET_LAYOUT)
     wnids_file = root / "wnids.txt"
     if not wnids_file.is_file():
-        raise ValueError(f"Tiny ImageNet: missing file {wnids_file}; expected {TINY_IMAGENET_LAYOUT}")
+        raise DataError(f"Tiny ImageNet: missing file {wnids_file}; expected {TINY_IMAGENET_LAYOUT}")
     wnids = [w.strip() for w in wnids_file.read_text().splitlines() if w.strip()]
     if not wnids:
-        raise ValueError(f"Tiny ImageNet: {wnids_file} lists no wnids; expected one class id a line")
+        raise DataError(f"Tiny ImageNet: {wnids_file} lists no wnids; expected one class id a line")
     index = {w: i for i, w in enumerate(wnids)}
     paths, labels, listed = [], [], (wnids_file,)
     if split == "test":
         ann = root / "val" / "val_annotations.txt"
         if not ann.is_file():
-            raise ValueError(f"Tiny ImageNet: missing file {ann}; expected {TINY_IMAGENET_LAYOUT}")
+            raise DataError(f"Tiny ImageNet: missing file {ann}; expected {TINY_IMAGENET_LAYOUT}")
         listed += (ann,)
         for n, line in enumerate(ann.read_text().splitlines(), 1):
             parts = line.split("\t")
             if not line.strip():
                 continue
             if len(parts) < 2 or parts[1] not in index:
-                raise ValueError(f"cannot read {ann} line {n}: expected '<file>\\t<wnid>...' with a wnid "
+                raise DataError(f"cannot read {ann} line {n}: expected '<file>\\t<wnid>...' with a wnid "
                                  f"listed in {wnids_file}, got {line!r}")
             paths.append(root / "val" / "images" / parts[0])
             labels.append(index[parts[1]])
@@ -353,7 +355,7 @@ def tiny_imagenet_images(root: str | Path, split: Split = "train", size: int | N
         for w in wnids:
             folder = root / "train" / w / "images"
             if not folder.is_dir():
-                raise ValueError(f"Tiny ImageNet: missing folder {folder} (wnid {w} of {wnids_file}); expected "
+                raise DataError(f"Tiny ImageNet: missing folder {folder} (wnid {w} of {wnids_file}); expected "
                                  f"{TINY_IMAGENET_LAYOUT}")
             files = _image_files(folder)
             paths += files
@@ -372,9 +374,9 @@ def load_image_folder(root: str | Path, size: int | None = 32, classes: list[str
     root = _dataset_folder(root, "image folder", FOLDER_LAYOUT)
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not found:
-        raise ValueError(f"image folder: no class folders under {root}; expected {FOLDER_LAYOUT}")
+        raise DataError(f"image folder: no class folders under {root}; expected {FOLDER_LAYOUT}")
     if classes is not None and set(found) - set(classes):
-        raise ValueError(f"class folders {sorted(set(found) - set(classes))} under {root} are not among the "
+        raise DataError(f"class folders {sorted(set(found) - set(classes))} under {root} are not among the "
                          f"classes {classes}")
     classes = found if classes is None else list(classes)
     paths, labels = [], []
@@ -405,21 +407,21 @@ def load_folder_split(root: str | Path, split: str, size: int | None = 32) -> Im
     >>> s = load_folder_split("~/data/my_classes", "test", 64)  # doctest: +SKIP
     """
     if split not in SPLIT_FOLDERS:
-        raise ValueError(f"split: got {split!r}; allowed: {', '.join(map(repr, SPLIT_FOLDERS))}")
+        raise ConfigError(f"split: got {split!r}; allowed: {', '.join(map(repr, SPLIT_FOLDERS))}")
     root = _dataset_folder(root, "image folder", FOLDER_LAYOUT)
     present = [name for names in SPLIT_FOLDERS.values() for name in names if (root / name).is_dir()]
     if present:
         folder = next((root / name for name in SPLIT_FOLDERS[split] if (root / name).is_dir()), None)
         if folder is None:
             wanted = " or ".join(f"{root / name}" for name in SPLIT_FOLDERS[split])
-            raise ValueError(f"image folder: no {split} split under {root}: it has the split folders {present} but "
+            raise DataError(f"image folder: no {split} split under {root}: it has the split folders {present} but "
                              f"not {wanted}; expected {wanted}/<class>/<image>, or no split folders at all (then "
                              f"every {HOLD_OUT_EVERY}th image of each class is the test split)")
         train = root / "train"
         classes = sorted(p.name for p in train.iterdir() if p.is_dir()) if train.is_dir() else None
         return load_image_folder(folder, size, classes)
     if split == "unlabeled":
-        raise ValueError(f"image folder: no unlabeled split under {root}; expected {root / 'unlabeled'}/<class>/"
+        raise DataError(f"image folder: no unlabeled split under {root}; expected {root / 'unlabeled'}/<class>/"
                          f"<image> beside {root / 'train'} and {root / 'test'}")
     data = load_image_folder(root, size)
     rank = torch.zeros_like(data.labels)  # each image's position within its class (files are sorted by name)
@@ -429,7 +431,7 @@ def load_folder_split(root: str | Path, split: str, size: int | None = 32) -> Im
     held_out = rank % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
     keep = held_out if split == "test" else ~held_out
     if split == "test" and not keep.any():
-        raise ValueError(f"image folder: the test split of {root} is empty (every {HOLD_OUT_EVERY}th image of each "
+        raise DataError(f"image folder: the test split of {root} is empty (every {HOLD_OUT_EVERY}th image of each "
                          f"class, and no class has {HOLD_OUT_EVERY}); expected at least {HOLD_OUT_EVERY} images in "
                          f"a class, or root/train and root/test folders")
     return ImageSet(data.images[keep], data.labels[keep], data.classes, data.fingerprint)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from seqjepa.config import ConfigError, set_field
+
 MIN_SIDE = 256  # frames are enlarged (nearest neighbour) to at least this many pixels per side
 
 
 def world_options(cls, settings: list[str]) -> dict:
     """``world.options.NAME=VALUE`` settings -> validated options of ``cls`` (every other key is an error)."""
-    from seqjepa.config import ConfigError, set_field
-
     opts = cls.Options()
     given = set()
     for item in settings:
@@ -92,7 +92,7 @@ def cmd(args) -> int:
     import envs
 
     if args.steps < 1 or args.fps < 1:
-        raise ValueError(f"--steps and --fps: got {args.steps} and {args.fps}; expected integers >= 1")
+        raise ConfigError(f"--steps and --fps: got {args.steps} and {args.fps}; expected integers >= 1")
     env_id, cls = envs.world_class(args.env)
     options = world_options(cls, args.set or [])
     short = env_id.split("/")[-1]

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from seqjepa.config import ConfigError, opt
+from seqjepa.config import ConfigError, DataError, opt
 
 from .base import Factor, State, World, fingerprint_files, split_generator
 from .saliency import classical_saliency, inhibit, object_saliency, sample_fixations, to_probability
@@ -325,7 +325,7 @@ def _load_maps(opts: Saccades.Options, count: int) -> Tensor:
     path = _maps_path(opts)
     maps = load_saliency_maps(path, expected=None if opts.max_images else count, limit=count)
     if len(maps) < count:
-        raise ValueError(f"saliency maps: {path} holds {len(maps)} maps for {count} images; expected one per image")
+        raise DataError(f"saliency maps: {path} holds {len(maps)} maps for {count} images; expected one per image")
     if maps.shape[-1] != opts.scene_size or maps.shape[-2] != opts.scene_size:
         maps = F.interpolate(maps[:, None], size=(opts.scene_size,) * 2, mode="bilinear", align_corners=False)[:, 0]
     return to_probability(maps)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqjepa.config import ConfigError
+
 from .sdf_render import hsv_to_rgb
 
 __all__ = ["cluttered_scenes", "class_object_places", "class_design", "SHAPE_NAMES", "TEXTURE_NAMES", "MAX_CLASSES"]
@@ -110,11 +112,11 @@ def class_object_places(num_classes: int = 10, per_class: int = 100, size: int =
 
 def _check(num_classes: int, per_class: int, size: int, split: str) -> None:
     if not 1 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes: got {num_classes}; allowed: 1..{MAX_CLASSES} (shape x texture pairs)")
+        raise ConfigError(f"num_classes: got {num_classes}; allowed: 1..{MAX_CLASSES} (shape x texture pairs)")
     if per_class < 1 or size < 8:
-        raise ValueError(f"per_class, size: got {per_class}, {size}; allowed: per_class >= 1, size >= 8")
+        raise ConfigError(f"per_class, size: got {per_class}, {size}; allowed: per_class >= 1, size >= 8")
     if split not in SPLITS:
-        raise ValueError(f"split: got {split!r}; allowed: one of {', '.join(map(repr, SPLITS))}")
+        raise ConfigError(f"split: got {split!r}; allowed: one of {', '.join(map(repr, SPLITS))}")
 
 
 @contextmanager

@@ -29,6 +29,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from seqjepa.config import ConfigError, DataError
+
 from .base import State, World
 
 BANK_FORMAT = 4  # bump when the bank's contents or the renderers change, so old caches are not reused
@@ -151,7 +153,7 @@ class ViewBank:
                 os.replace(path, aside)
                 (log or _warn)(f"warning: view bank {path} is damaged ({e}); moved to {aside.name}, rendering again")
         if not os.access(folder, os.W_OK | os.X_OK):  # checked before rendering, which can take hours
-            raise ValueError(f"world.cache_dir: {folder} is not writable; expected a folder where view banks "
+            raise DataError(f"world.cache_dir: {folder} is not writable; expected a folder where view banks "
                              f"can be saved")
         bank = cls.render(world, objects, views, seed, log=log)
         bank._save(path)
@@ -189,7 +191,7 @@ class ViewBank:
     def sample(self, world: World, n: int, steps: int, generator: torch.Generator) -> Batch:
         """``n`` sequences of ``steps`` distinct views of random episodes, in random order."""
         if steps > self.num_views:
-            raise ValueError(f"seq_len: a sequence of {steps} views needs a bank with at least that many views "
+            raise ConfigError(f"seq_len: a sequence of {steps} views needs a bank with at least that many views "
                              f"per object; the bank has {self.num_views} (raise world.bank_views)")
         dev = self.views.device
         rows = torch.randint(0, self.views.shape[0], (n,), generator=generator, device=dev)
@@ -212,12 +214,12 @@ def _cache_folder(cache_dir: str) -> Path:
     """``cache_dir`` as an existing folder; ValueError naming it when it is a file or cannot be created."""
     folder = Path(os.path.expanduser(cache_dir))
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"world.cache_dir: {folder} is a file; expected a folder for the view-bank caches "
+        raise DataError(f"world.cache_dir: {folder} is a file; expected a folder for the view-bank caches "
                          f"(or a path where one can be created)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"world.cache_dir: cannot create {folder} ({e.strerror}); expected a folder for the "
+        raise DataError(f"world.cache_dir: cannot create {folder} ({e.strerror}); expected a folder for the "
                          f"view-bank caches (or a path where one can be created)") from None
     return folder
 
@@ -289,7 +291,7 @@ class SequenceSource:
     def __init__(self, world: World, *, seq_len: int, batch_size: int, seed: int, bank: ViewBank | None = None,
                  policy: Policy = random_policy, chunk: int = 1):
         if chunk < 1:
-            raise ValueError(f"chunk: got {chunk}; must be >= 1 (batches rendered per world call)")
+            raise ConfigError(f"chunk: got {chunk}; must be >= 1 (batches rendered per world call)")
         self.world, self.seq_len, self.batch_size = world, seq_len, batch_size
         self.bank, self.policy = bank, policy
         self.chunk = 1 if bank is not None else chunk
@@ -327,7 +329,7 @@ class SequenceSource:
         self._buffer, self._pos = None, 0
         if state.get("served"):
             if state["chunk"] != self.chunk:
-                raise ValueError(f"world.live_chunk: the checkpoint was saved with {state['chunk']} and stopped "
+                raise ConfigError(f"world.live_chunk: the checkpoint was saved with {state['chunk']} and stopped "
                                  f"inside a chunk; resume with world.live_chunk={state['chunk']}")
             self._render_chunk()
             self._pos = state["served"]

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqjepa.config import ConfigError, DataError
+
 __all__ = ["SIDE", "IMAGE_BYTES", "read_images", "read_labels", "load_stl10", "class_names", "load_saliency_maps",
            "SPLITS", "STL10_MEAN", "STL10_STD"]
 
@@ -41,7 +43,7 @@ def _path(path: str | os.PathLike, what: str = "STL-10", expected: str = RELEASE
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
         problem = "is a folder, not a file" if p.is_dir() else "not found"
-        raise ValueError(f"{what}: {p} {problem}; expected {expected}")
+        raise DataError(f"{what}: {p} {problem}; expected {expected}")
     return p
 
 
@@ -50,7 +52,7 @@ def _root(root: str | os.PathLike) -> Path:
     p = Path(os.path.expanduser(str(root)))
     if not p.is_dir():
         problem = "is a file, not a folder" if p.exists() else "not found"
-        raise ValueError(f"STL-10: {p} {problem}; expected the stl10_binary folder of {RELEASE}")
+        raise DataError(f"STL-10: {p} {problem}; expected the stl10_binary folder of {RELEASE}")
     return p
 
 
@@ -62,7 +64,7 @@ def read_images(path: str | os.PathLike, limit: int | None = None) -> Tensor:
     p = _path(path)
     size = p.stat().st_size
     if size == 0 or size % IMAGE_BYTES:
-        raise ValueError(f"STL-10: {p} has {size} bytes, not a positive multiple of {IMAGE_BYTES} "
+        raise DataError(f"STL-10: {p} has {size} bytes, not a positive multiple of {IMAGE_BYTES} "
                          f"(3 x {SIDE} x {SIDE} uint8 images); the file is truncated or not an STL-10 *_X.bin")
     n = size // IMAGE_BYTES
     n = n if limit is None else min(n, limit)
@@ -76,11 +78,11 @@ def read_labels(path: str | os.PathLike, limit: int | None = None) -> Tensor:
     p = _path(path)
     raw = np.fromfile(p, dtype=np.uint8)
     if len(raw) == 0:
-        raise ValueError(f"STL-10: {p} is empty; expected one uint8 label (1..10) per image")
+        raise DataError(f"STL-10: {p} is empty; expected one uint8 label (1..10) per image")
     bad = (raw < 1) | (raw > 10)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"STL-10: {p} holds label {int(raw[i])} at index {i}; expected labels 1..10 "
+        raise DataError(f"STL-10: {p} holds label {int(raw[i])} at index {i}; expected labels 1..10 "
                          f"(is this an *_X.bin image file?)")
     raw = raw if limit is None else raw[:limit]
     return torch.from_numpy(raw.astype(np.int64) - 1)
@@ -89,14 +91,14 @@ def read_labels(path: str | os.PathLike, limit: int | None = None) -> Tensor:
 def load_stl10(root: str | os.PathLike, split: str, limit: int | None = None) -> tuple[Tensor, Tensor]:
     """(images uint8 [N, 3, 96, 96], labels long [N]) of ``split``; labels are -1 for ``unlabeled``."""
     if split not in SPLITS:
-        raise ValueError(f"STL-10 split: got {split!r}; allowed: {', '.join(map(repr, SPLITS))}")
+        raise ConfigError(f"STL-10 split: got {split!r}; allowed: {', '.join(map(repr, SPLITS))}")
     root = _root(root)
     images = read_images(root / f"{split}_X.bin", limit)
     if split == "unlabeled":
         return images, torch.full((len(images),), -1, dtype=torch.long)
     labels = read_labels(root / f"{split}_y.bin", limit)
     if len(labels) != len(images):
-        raise ValueError(f"STL-10: {root / f'{split}_y.bin'} holds {len(labels)} labels but "
+        raise DataError(f"STL-10: {root / f'{split}_y.bin'} holds {len(labels)} labels but "
                          f"{root / f'{split}_X.bin'} holds {len(images)} images; expected one label per image")
     return images, labels
 
@@ -106,7 +108,7 @@ def class_names(root: str | os.PathLike) -> list[str]:
     p = _path(_root(root) / "class_names.txt")
     names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
     if len(names) != 10:
-        raise ValueError(f"STL-10: {p} lists {len(names)} names; expected 10, one a line")
+        raise DataError(f"STL-10: {p} lists {len(names)} names; expected 10, one a line")
     return names
 
 
@@ -120,21 +122,21 @@ def load_saliency_maps(path: str | os.PathLike, expected: int | None = None, lim
     try:
         arr = np.load(p, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
-        raise ValueError(f"saliency maps: {p} is not a plain .npy array ({e})") from None
+        raise DataError(f"saliency maps: {p} is not a plain .npy array ({e})") from None
     if arr.ndim == 4 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 3 or arr.shape[1] < 2 or arr.shape[2] < 2 or not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"saliency maps: {p} has shape {arr.shape} and dtype {arr.dtype}; expected floating "
+        raise DataError(f"saliency maps: {p} has shape {arr.shape} and dtype {arr.dtype}; expected floating "
                          f"(N, 1, H, W) or (N, H, W)")
     if expected is not None and len(arr) != expected:
-        raise ValueError(f"saliency maps: {p} holds {len(arr)} maps for {expected} images; expected one per image "
+        raise DataError(f"saliency maps: {p} holds {len(arr)} maps for {expected} images; expected one per image "
                          f"(is it the file of another split?)")
     if limit is not None:
         arr = arr[:limit]
     maps = torch.from_numpy(np.array(arr, dtype=np.float32))
     if not torch.isfinite(maps).all() or (maps < 0).any():
-        raise ValueError(f"saliency maps: {p} holds negative or non-finite values; expected probability maps")
+        raise DataError(f"saliency maps: {p} holds negative or non-finite values; expected probability maps")
     total = maps.flatten(1).sum(1)
     if (total <= 0).any():
-        raise ValueError(f"saliency maps: {p} map {int((total <= 0).nonzero()[0])} is all zero")
+        raise DataError(f"saliency maps: {p} map {int((total <= 0).nonzero()[0])} is all zero")
     return maps / total[:, None, None]

@@ -26,6 +26,10 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type or out of range."""
 
 
+class DataError(ValueError):
+    """A dataset, view-bank cache or data file on disk is missing, malformed or unreadable; the message names it."""
+
+
 def opt(default: Any, help: str, *, ge: float | None = None, le: float | None = None,
         gt: float | None = None, choices: tuple | None = None, min_items: int | None = None) -> Any:
     """A dataclass field with a help line and the bounds its value must satisfy.

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from seqjepa.checkpoint import CheckpointError
+
 from conftest import ROOT
 
 
@@ -148,7 +150,7 @@ def test_view_diagnostics_loads_any_method_while_planning_refuses_a_baseline(smo
 
     apply_overrides(smoke_cfg, ["train.eval_after=false", "model.method=simclr"])
     train(smoke_cfg, tmp_path / "simclr", log=lambda s: None)
-    with pytest.raises(ValueError, match="'simclr' model without a predictor"):
+    with pytest.raises(CheckpointError, match="'simclr' model without a predictor"):
         load_model(tmp_path / "simclr" / "latest.pt")
     vd = load("view_diagnostics")
     argv, sys.argv = sys.argv, ["view_diagnostics.py", str(tmp_path / "simclr"), "--steps", "0"]
