@@ -168,6 +168,7 @@ def record_resume(run_dir: Path, cfg: Config) -> None:
 def cmd_train(args) -> int:
     from eval.from_checkpoint import evaluate_checkpoint
     from eval.suite import format_table, resolve_suites
+    from eval.tensorboard import end_of_training
     from seqjepa import distributed as ddp
     from seqjepa.train import resolve_device, train
 
@@ -193,7 +194,7 @@ def cmd_train(args) -> int:
     if args.resume:
         record_resume(run_dir, cfg)
         print(f"run folder: {run_dir}")  # a new run's folder is announced by train() once it exists
-    summary = train(cfg, run_dir, resume=bool(args.resume), resume_from=ckpt)
+    summary = train(cfg, run_dir, resume=bool(args.resume), resume_from=ckpt, on_end=end_of_training)
     print(f"trained {summary['steps_run']} steps in {summary['seconds']:.0f} s")
     if cfg.train.eval_after:
         results = evaluate_checkpoint(run_dir / "latest.pt", trusted=True)  # written just now from these settings

@@ -26,46 +26,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from seqjepa.metrics import as_2d, r2_score
+
 # Constant feature / target dimensions get this std, so they become (near) zero instead of NaN.
 _MIN_STD = 1e-6
-
-
-def r2_score(y_true: Tensor, y_pred: Tensor, multioutput: Literal["uniform", "global", "raw"] = "uniform"
-             ) -> Tensor:
-    """Coefficient of determination, in torch.
-
-    * ``"uniform"``: the mean over output dimensions of each dimension's R² (sklearn's default
-      ``multioutput="uniform_average"``, what the seq-JEPA code reports).
-    * ``"global"``: ``1 - SSE / SST`` over all entries flattened, with SST about the single grand mean
-      (SIE's ``eval_angle_prediction.py``).
-    * ``"raw"``: the per-dimension values.
-
-    Like sklearn (``force_finite=True``), a constant target scores 1 if predicted exactly, else 0.
-
-    >>> y = torch.tensor([[1., 2.], [3., 5.], [5., 4.]])
-    >>> round(float(r2_score(y, y)), 3)
-    1.0
-    """
-    y_true, y_pred = _as_2d(y_true).double(), _as_2d(y_pred).double()
-    if multioutput == "global":
-        sse = ((y_true - y_pred) ** 2).sum()
-        sst = ((y_true - y_true.mean()) ** 2).sum()
-        return _finite_r2(sse, sst).float()
-    sse = ((y_true - y_pred) ** 2).sum(0)
-    sst = ((y_true - y_true.mean(0)) ** 2).sum(0)
-    per_dim = _finite_r2(sse, sst)
-    return (per_dim if multioutput == "raw" else per_dim.mean()).float()
-
-
-def _finite_r2(sse: Tensor, sst: Tensor) -> Tensor:
-    # sklearn's force_finite rule: 0/0 -> 1 (perfect), x/0 -> 0 (no better than the mean).
-    safe = torch.where(sst > 0, sst, torch.ones_like(sst))
-    r2 = 1 - sse / safe
-    return torch.where(sst > 0, r2, torch.where(sse == 0, torch.ones_like(r2), torch.zeros_like(r2)))
-
-
-def _as_2d(y: Tensor) -> Tensor:
-    return y.unsqueeze(1) if y.ndim == 1 else y
 
 
 def standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -216,12 +180,12 @@ def fit_regressor(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tens
     with torch.enable_grad():
         g = _generator(seed)
         xtr, xte, _, _ = standardize(x_train, x_test)
-        ytr, _, y_mean, y_std = standardize(_as_2d(y_train), _as_2d(y_test))
+        ytr, _, y_mean, y_std = standardize(as_2d(y_train), as_2d(y_test))
         net = make_head(xtr.shape[1], ytr.shape[1], head, hidden, g).to(xtr.device)
         xfit, yfit, val = hold_out(xtr, ytr.to(xtr.device), val_fraction, g, groups)
         epoch = train_head(net, xfit, yfit, F.mse_loss, epochs=epochs, lr=lr, batch_size=batch_size, g=g, val=val,
                              on_epoch=on_epoch)
     pred = _predict(net, xte) * y_std.to(xte.device) + y_mean.to(xte.device)
-    target = _as_2d(y_test).float().to(pred.device)
+    target = as_2d(y_test).float().to(pred.device)
     return {"r2": float(r2_score(target, pred, "uniform")), "r2_global": float(r2_score(target, pred, "global")),
             "epoch": epoch}

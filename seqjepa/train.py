@@ -38,12 +38,11 @@ from torch import nn
 import envs
 from agents import check_agent, make_agent
 from envs import SequenceSource, ViewBank
-from eval.probes import r2_score
-from eval.tensorboard import end_of_training
 
 from . import checkpoint
 from . import distributed as ddp
 from .config import Config, ConfigError, from_dict, resume_differences, to_dict
+from .metrics import r2_score
 from .model import action_use, derangement, tau_at, uses_next_action
 
 
@@ -384,8 +383,13 @@ def restore(ckpt: dict, path: Path, cfg: Config, model: nn.Module, probes: nn.Mo
 
 
 def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path | None = None,
-          stop_after: int | None = None, log: Callable[[str], None] = print) -> dict:
+          stop_after: int | None = None, on_end: Callable[..., None] | None = None,
+          log: Callable[[str], None] = print) -> dict:
     """Train (or continue) the run in ``run_dir``. ``stop_after`` ends early after N steps (for tests).
+
+    ``on_end(writer, model, world, cfg, step=, device=, bank=, log=)`` runs on the main process after the last
+    step, before the TensorBoard writer closes: run.py passes ``eval.tensorboard.end_of_training`` (the embedding
+    projector, inspection images, hparams), which lives in the evaluation layer above this one.
 
     ``resume`` continues from ``run_dir/latest.pt``, or from ``resume_from`` (e.g. ``run_dir/previous.pt``).
     Every checkpoint is checked finite before it is written, and the one it replaces is kept as previous.pt, so a
@@ -589,7 +593,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path
             break
     if bar is not None:
         bar.close()
-    if main:
-        end_of_training(writer, model, world, cfg, step=step, device=device, bank=bank, log=log)  # projector, hparams
+    if main and on_end is not None:
+        on_end(writer, model, world, cfg, step=step, device=device, bank=bank, log=log)
     writer.close()
     return {"step": step, "seconds": time.time() - t0, "steps_run": step - start_step, "run_dir": str(run_dir)}
