@@ -410,10 +410,16 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+# A preset's world options are written per world (each world's own option names); a world it does not list, a
+# plug-in's for instance, starts from its own defaults.
+OBJECTS, AUGMENTATIONS, SACCADES, IEBENCH = ("seqjepa/RotatingObjects-v0", "seqjepa/Augmentations-v0",
+                                             "seqjepa/Saccades-v0", "seqjepa/3DIEBench-v0")
 PRESETS: dict[str, dict] = {
     # A few seconds: tests and a first look.
     "smoke": {
-        "world": {"options": {"image_size": 32, "num_categories": 4}, "bank_objects": 32, "bank_views": 6},
+        "world": {"bank_objects": 32, "bank_views": 6},
+        "world_options": {OBJECTS: {"image_size": 32, "num_categories": 4}, AUGMENTATIONS: {"image_size": 32},
+                          IEBENCH: {"image_size": 32}},
         "model": {"depth": 10, "width": 8, "stem": "cifar", "act_dim": 16, "agg_layers": 1, "agg_heads": 2,
                   "pred_hidden": 64},
         "optim": {"warmup_steps": 2, "lr": 1e-3},
@@ -430,8 +436,10 @@ PRESETS: dict[str, dict] = {
         # at this budget and the encoder never becomes equivariant. Nuisances stay fresh every view (3DIEBench's
         # protocol: the encoder must discard them, so what is left to predict is the pose), and 20 categories keep
         # z_agg off its ceiling so that its rise with M_val can show (docs/results.md).
-        "world": {"options": {"image_size": 32, "rotation_range": 0.785, "scene_size": 64, "pose_paint": 1.0,
-                              "num_categories": 20}, "bank_objects": 1000, "bank_views": 8, "live_chunk": 8},
+        "world": {"bank_objects": 1000, "bank_views": 8, "live_chunk": 8},
+        "world_options": {OBJECTS: {"image_size": 32, "rotation_range": 0.785, "pose_paint": 1.0, "num_categories": 20},
+                          SACCADES: {"scene_size": 64}, AUGMENTATIONS: {"image_size": 32},
+                          IEBENCH: {"image_size": 32}},
         # Width 8 and 2000 steps cost what width 16 and 1500 did, and its random init reads no pose (relative
         # rotation R² 0.00 vs 0.13), so what the probe reads was learnt. The learning rate stays at its peak after
         # warm-up (as the official code's schedule does in effect): the cosine's tail spent the last third of a
@@ -446,7 +454,9 @@ PRESETS: dict[str, dict] = {
     # The paper's 3DIEBench setting (Table 1): ResNet-18, 128x128, batch 512, M_tr=3; for a GPU.
     "paper": {
         # 12 views per object (3DIEBench ships 50): 41,920 x 12 views at 128² is a 25 GiB bank; 50 would be 103 GiB.
-        "world": {"options": {"image_size": 128, "num_categories": 55}, "bank_objects": 41920, "bank_views": 12},
+        "world": {"bank_objects": 41920, "bank_views": 12},
+        "world_options": {OBJECTS: {"image_size": 128, "num_categories": 55}, AUGMENTATIONS: {"image_size": 128},
+                          IEBENCH: {"image_size": 128}},
         "model": {},
         "optim": {"lr": 4e-4, "weight_decay": 1e-3, "warmup_steps": 1640},  # 20 epochs of 82 steps
         "train": {"steps": 82000, "batch_size": 512, "ckpt_every": 2000, "log_every": 50},
@@ -459,16 +469,15 @@ PRESETS: dict[str, dict] = {
 def preset(name: str, env: str | None = None) -> Config:
     """A fresh Config from a named preset (``smoke``, ``cpu`` or ``paper``), optionally for world ``env``.
 
-    A preset's world options are written for every world; only those the world (``env``, else the preset's)
-    declares are kept (e.g. ``image_size`` for the augmentations, not ``rotation_range``).
+    The world options are the preset's for that world (``env``, else the default world); a world the preset does
+    not list gets none, so it starts from its own defaults.
     """
     if name not in PRESETS:
         raise ConfigError(f"--preset: got {name!r}; allowed: one of {', '.join(map(repr, PRESETS))}")
     data = json.loads(json.dumps(PRESETS[name]))
+    world_options = data.pop("world_options")
     data["preset"] = name
     cfg = from_dict(Config, data)
-    import envs  # late: the worlds import this module
     cfg.world.env = env or cfg.world.env
-    accepted = {f.name for f in dataclasses.fields(envs.world_class(cfg.world.env)[1].Options)}
-    cfg.world.options = {k: v for k, v in cfg.world.options.items() if k in accepted}
+    cfg.world.options = world_options.get(cfg.world.env, {})
     return cfg
