@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from envs.base import World
 from envs.sequences import Batch, ViewBank, random_policy, rollout
+from seqjepa.model import evaluating
 
-from .features import collect, eval_mode
+from .features import collect
 from .probes import fit_classifier, fit_regressor
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class Context:
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode (BatchNorm reads its running statistics, never updates them) and no gradient."""
-    with eval_mode(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         yield model
 
 

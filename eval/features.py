@@ -10,25 +10,11 @@ off; the caller's train/eval flags are restored afterwards, module by module.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 from torch import Tensor, nn
 
 from envs.sequences import Batch
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode, then restore each one's own flag (mixed modes survive)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, was_training in flags:
-            m.training = was_training
+from seqjepa.model import evaluating
 
 
 def uses_actions(model: nn.Module) -> bool:
@@ -76,7 +62,7 @@ def collect(model: nn.Module, batches: list[Batch], *, m_val: list[int], device:
     device = torch.device(device)
     zs, aggs, labels, params, episodes = [], {m: [] for m in m_val}, [], [], []
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
-    with eval_mode(model), amp:
+    with evaluating(model), amp:
         for batch in batches:
             out = batch_features(model, batch.to(device, non_blocking=True), m_val)
             zs.append(_to_cpu(out["z"]))

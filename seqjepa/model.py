@@ -22,6 +22,7 @@ The encoder outputs z_i are the equivariant representation, z_agg the invariant 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Sequence
@@ -321,6 +322,19 @@ class SeqJEPA(nn.Module):
             else:
                 decay.append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@contextlib.contextmanager
+def evaluating(*modules: nn.Module):
+    """Every module in eval mode inside the block; afterwards each submodule gets back its own mode."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def derangement(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -20,7 +20,6 @@ DDP-wrapped model, train.batch_size split over the ranks, metrics averaged at lo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -43,7 +42,7 @@ from . import checkpoint
 from . import distributed as ddp
 from .config import Config, ConfigError, from_dict, resume_differences, to_dict
 from .metrics import r2_score
-from .model import action_use, derangement, tau_at, uses_next_action
+from .model import action_use, derangement, evaluating, tau_at, uses_next_action
 
 
 class TrainingDiverged(RuntimeError):
@@ -266,19 +265,6 @@ def probe_features(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Te
     return z_agg, torch.cat([z[:, 0], z2], -1).float()
 
 
-@contextlib.contextmanager
-def evaluating(*modules: nn.Module):
-    """Every module in eval mode inside the block; afterwards each submodule gets back its own mode."""
-    modes = [(m, m.training) for module in modules for m in module.modules()]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 @torch.no_grad()
 def held_out_batch(cfg: Config, device: torch.device, policy, n: int, log: Callable[[str], None]) -> envs.Batch:
     """``n`` sequences of train.seq_len + 1 views from the world's test split (episodes the model never trains
@@ -382,6 +368,114 @@ def restore(ckpt: dict, path: Path, cfg: Config, model: nn.Module, probes: nn.Mo
                                          f"({detail[:300]})") from None
 
 
+def build_source(cfg: Config, world: envs.World, device: torch.device, *, rank: int, nproc: int, shared: bool,
+                 log: Callable[[str], None]) -> tuple[SequenceSource, ViewBank | None]:
+    """The training batches' source, from a view bank (rendered and cached by rank 0 first) or live."""
+    bank, data_world = None, world
+    if cfg.world.source == "bank":
+        where = bank_device(cfg, world, device)
+        data_world = world if where == device else build_world(cfg, where, "train")  # sample where the bank is
+        with ddp.main_first():  # rank 0 renders and caches the bank; the other ranks then read the cache
+            bank = build_bank(cfg, data_world, "train", log)
+    # train.batch_size is the global batch. Each rank draws its share from its own stream (seed offset by rank),
+    # or with ddp_data=shared the whole batch from the single-process stream, keeping its slice (ddp.shard).
+    source = SequenceSource(data_world, seq_len=cfg.train.seq_len,
+                            batch_size=cfg.train.batch_size if shared else cfg.train.batch_size // nproc,
+                            seed=ddp.stream_seed(cfg.train.seed, 0 if shared else rank), bank=bank,
+                            policy=make_agent(cfg.world.agent), chunk=cfg.world.live_chunk)
+    return source, bank
+
+
+class Checkpointer:
+    """Writes the run's checkpoints after checking them finite, and remembers the newest good one, which a
+    divergence message names (``diverged``)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, probes: nn.Module,
+                 optimizer: torch.optim.Optimizer, probe_opt: torch.optim.Optimizer, source: SequenceSource,
+                 world: envs.World):
+        self.cfg, self.run_dir, self.model, self.probes = cfg, run_dir, model, probes
+        self.optimizer, self.probe_opt, self.source, self.world = optimizer, probe_opt, source, world
+        self.last_good: tuple[Path, int] | None = None  # the newest checkpoint known to exist and hold finite values
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        run_dir, lr = self.run_dir, self.cfg.optim.lr
+        if self.last_good is None:
+            return TrainingDiverged(f"{what}; stopped. No checkpoint was written before it, so there is nothing to "
+                                    f"resume: start again with a lower optim.lr (now {lr:g}) or check the data")
+        path, good_step = self.last_good
+        latest = path == run_dir / LATEST
+        older = (f"; should it diverge again, the one before it: --resume {run_dir / PREVIOUS}"
+                 if latest and (run_dir / PREVIOUS).is_file() else "")
+        return TrainingDiverged(f"{what}; stopped. The last good checkpoint is {path} (step {good_step}, finite); "
+                                f"continue from it with a lower learning rate: python run.py train --resume "
+                                f"{run_dir if latest else path} --set optim.lr=LR (now {lr:g}){older}")
+
+    def save(self, path: Path, step: int) -> None:
+        model, source, nproc = self.model, self.source, ddp.world_size()
+        state = {"model": model.state_dict(), "probes": self.probes.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "probe_optimizer": self.probe_opt.state_dict()}
+        # The loss is checked at every sync step, but the update after the last loss can still leave NaN/inf
+        # (or the optimizer's moments overflow first): such a state would replace the last good checkpoint.
+        # Every rank holds the same weights and optimizer state, so every rank raises here alike.
+        bad = checkpoint.first_non_finite(state)
+        if bad:
+            raise self.diverged(f"{bad} became NaN/inf at step {step}")
+        # Under torchrun: every rank's stream and RNG (for resume) and a digest of its parameters (all equal).
+        ranks = ddp.all_gather_object({"source": source.state_dict(), "rng": checkpoint.rng_state(),
+                                       "params": ddp.param_digest(model)}) if nproc > 1 else None
+        if ddp.is_main():
+            checkpoint.save({**state, "source": source.state_dict(), "rng": checkpoint.rng_state(), "step": step,
+                             "config": to_dict(self.cfg), "method": self.cfg.model.method,
+                             "model_hparams": model.hparams,
+                             "world": {"num_classes": self.world.num_classes, "action_dim": self.world.action_dim},
+                             **({"ranks": ranks} if ranks else {})}, path, previous=self.run_dir / PREVIOUS)
+        self.last_good = (path, step)
+        ddp.barrier()  # the other ranks wait for rank 0's checkpoint
+        if ranks and len({r["params"] for r in ranks}) > 1:
+            raise RuntimeError(f"parameters differ across ranks at step {step} (digests "
+                               f"{[r['params'] for r in ranks]}); {path} holds rank 0's")
+
+
+def train_step(batch: envs.Batch, *, forward: nn.Module, model: nn.Module, probes: OnlineProbes,
+               optimizer: torch.optim.Optimizer, probe_opt: torch.optim.Optimizer, lr: float, tau: float,
+               bf16: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step of the model (lr, forward, backward, AdamW, EMA at ``tau``) and of the online
+    probes on its detached features. Returns loss, probe top-1, the encoder outputs' and z_agg's spread, all
+    on the device (no host sync)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = forward(batch.views, batch.actions)
+    loss = out["loss"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    model.update_target(tau)
+
+    z_agg, z_pair = probe_features(out)  # baselines have no aggregate: probe their encoder
+    probe_loss, acc = probes(z_agg, z_pair, batch.labels, batch.actions[:, 0])
+    probe_opt.zero_grad(set_to_none=True)
+    probe_loss.backward()
+    ddp.average_gradients(probes)  # the probes sit outside DDP; this keeps them equal on every rank
+    probe_opt.step()
+    return loss.detach(), acc, out["z"].detach().float().std(0).mean(), z_agg.float().std(0).mean()
+
+
+def log_metrics(writer, m: list[float], held: dict[str, float], *, step: int, cfg: Config, lr: float,
+                views_per_s: float) -> str:
+    """Write one log step's scalars to TensorBoard; return its console line."""
+    for tag, v in zip(("train/loss", "probe_online/top1_z_agg", "stats/z_std", "stats/z_agg_std"), m):
+        writer.add_scalar(tag, v, step)
+    for key, v in held.items():
+        writer.add_scalar(f"probe_online/{key}", v, step)
+    writer.add_scalar("train/lr", lr, step)
+    writer.add_scalar("train/tau", tau_at(step - 1, cfg.train.steps, cfg.model.tau_base), step)
+    writer.add_scalar("perf/views_per_s", views_per_s, step)
+    use = f"{held['action_use']:.2f}x" if "action_use" in held else "-"
+    return (f"step {step}/{cfg.train.steps} loss {m[0]:.4f} probe top1 {100 * m[1]:.1f}% "
+            f"r2 {held.get('r2_rel_action', float('nan')):.3f} action use {use} lr {lr:.2e} {views_per_s:.0f} views/s")
+
+
 def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path | None = None,
           stop_after: int | None = None, on_end: Callable[..., None] | None = None,
           log: Callable[[str], None] = print) -> dict:
@@ -420,18 +514,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path
     if cfg.world.source == "bank" and cfg.world.bank_views < cfg.train.seq_len + 1:
         raise ConfigError(f"world.bank_views: got {cfg.world.bank_views}; must be >= train.seq_len + 1 = "
                           f"{cfg.train.seq_len + 1}")
-    bank, data_world = None, world
-    if cfg.world.source == "bank":
-        where = bank_device(cfg, world, device)
-        data_world = world if where == device else build_world(cfg, where, "train")  # sample where the bank is
-        with ddp.main_first():  # rank 0 renders and caches the bank; the other ranks then read the cache
-            bank = build_bank(cfg, data_world, "train", log)
-    # train.batch_size is the global batch. Each rank draws its share from its own stream (seed offset by rank),
-    # or with ddp_data=shared the whole batch from the single-process stream, keeping its slice (ddp.shard).
-    source = SequenceSource(data_world, seq_len=cfg.train.seq_len,
-                            batch_size=cfg.train.batch_size if shared else cfg.train.batch_size // nproc,
-                            seed=ddp.stream_seed(cfg.train.seed, 0 if shared else rank), bank=bank,
-                            policy=make_agent(cfg.world.agent), chunk=cfg.world.live_chunk)
+    source, bank = build_source(cfg, world, device, rank=rank, nproc=nproc, shared=shared, log=log)
     # A fixed batch of the test split for the log-time measurements (action use, relative-action R²); every rank
     # draws it, since the probes' target scale comes from it, and only rank 0 measures.
     monitor = HeldOutMonitor.build(cfg, device, source.policy, cfg.train.batch_size // nproc, log)
@@ -445,9 +528,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path
     probes = OnlineProbes(agg_dim=getattr(model, "d_model", model.dim), z_dim=model.dim, num_classes=world.num_classes,
                           action_dim=world.action_dim).to(device)
     probes.set_action_scale(monitor.batch.actions[:, 0])
-    fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.param_groups(cfg.optim.weight_decay), lr=cfg.optim.start_lr,
-                                  betas=(cfg.optim.beta1, cfg.optim.beta2), fused=fused)
+                                  betas=(cfg.optim.beta1, cfg.optim.beta2), fused=device.type == "cuda")
     probe_opt = torch.optim.Adam(probes.parameters(), lr=cfg.optim.probe_lr)
     if rank:  # every rank built the same initial weights from train.seed; from here on (dropout) they differ
         torch.manual_seed(ddp.stream_seed(cfg.train.seed, rank))
@@ -457,9 +539,9 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.model.method != "seqjepa")  # a baseline's optional heads may sit idle
     forward = torch.compile(net) if cfg.train.compile else net
+    ckpt_writer = Checkpointer(cfg, run_dir, model, probes, optimizer, probe_opt, source, world)
 
     step = 0
-    last_good: tuple[Path, int] | None = None  # the newest checkpoint known to exist and hold finite values
     if main and run_dir.is_dir():
         checkpoint.remove_stale_temps(run_dir)  # left by a process killed while it saved
     if resume:
@@ -467,50 +549,13 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path
         ckpt = checkpoint.load(path, map_location=device)
         restore(ckpt, path, cfg, model, probes, optimizer, probe_opt)
         step = ckpt["step"]
-        last_good = (path, step)
+        ckpt_writer.last_good = (path, step)
         resume_streams(ckpt, source, cfg, step, shared, log)
         log(f"resumed {run_dir} at step {step}" + ("" if path == run_dir / LATEST else f" from {path.name}"))
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(run_dir / "config.json", {**to_dict(cfg), "versions": versions(), "command": sys.argv})
         log(f"run folder: {run_dir}")
-
-    def diverged(what: str) -> TrainingDiverged:
-        if last_good is None:
-            return TrainingDiverged(f"{what}; stopped. No checkpoint was written before it, so there is nothing to "
-                                    f"resume: start again with a lower optim.lr (now {cfg.optim.lr:g}) or check "
-                                    f"the data")
-        path, good_step = last_good
-        latest = path == run_dir / LATEST
-        older = (f"; should it diverge again, the one before it: --resume {run_dir / PREVIOUS}"
-                 if latest and (run_dir / PREVIOUS).is_file() else "")
-        return TrainingDiverged(f"{what}; stopped. The last good checkpoint is {path} (step {good_step}, finite); "
-                                f"continue from it with a lower learning rate: python run.py train --resume "
-                                f"{run_dir if latest else path} --set optim.lr=LR (now {cfg.optim.lr:g}){older}")
-
-    def save(path: Path) -> None:
-        nonlocal last_good
-        state = {"model": model.state_dict(), "probes": probes.state_dict(), "optimizer": optimizer.state_dict(),
-                 "probe_optimizer": probe_opt.state_dict()}
-        # The loss is checked at every sync step, but the update after the last loss can still leave NaN/inf
-        # (or the optimizer's moments overflow first): such a state would replace the last good checkpoint.
-        # Every rank holds the same weights and optimizer state, so every rank raises here alike.
-        bad = checkpoint.first_non_finite(state)
-        if bad:
-            raise diverged(f"{bad} became NaN/inf at step {step}")
-        # Under torchrun: every rank's stream and RNG (for resume) and a digest of its parameters (all equal).
-        ranks = ddp.all_gather_object({"source": source.state_dict(), "rng": checkpoint.rng_state(),
-                                       "params": ddp.param_digest(model)}) if nproc > 1 else None
-        if main:
-            checkpoint.save({**state, "source": source.state_dict(), "rng": checkpoint.rng_state(), "step": step,
-                             "config": to_dict(cfg), "method": cfg.model.method, "model_hparams": model.hparams,
-                             "world": {"num_classes": world.num_classes, "action_dim": world.action_dim},
-                             **({"ranks": ranks} if ranks else {})}, path, previous=run_dir / PREVIOUS)
-        last_good = (path, step)
-        ddp.barrier()  # the other ranks wait for rank 0's checkpoint
-        if ranks and len({r["params"] for r in ranks}) > 1:
-            raise RuntimeError(f"parameters differ across ranks at step {step} (digests "
-                               f"{[r['params'] for r in ranks]}); {path} holds rank 0's")
 
     writer = SummaryWriter(str(run_dir)) if main else ddp.Silent()
     if step == 0:
@@ -530,30 +575,14 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path
     probes.train()
     while step < cfg.train.steps:
         lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         batch = source.next()
         batch = to_device(ddp.shard(batch) if shared else batch, device)
-
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = forward(batch.views, batch.actions)
-        loss = out["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        model.update_target(tau_at(step, cfg.train.steps, cfg.model.tau_base))
-
-        z_agg, z_pair = probe_features(out)  # baselines have no aggregate: probe their encoder
-        probe_loss, acc = probes(z_agg, z_pair, batch.labels, batch.actions[:, 0])
-        probe_opt.zero_grad(set_to_none=True)
-        probe_loss.backward()
-        ddp.average_gradients(probes)  # the probes sit outside DDP; this keeps them equal on every rank
-        probe_opt.step()
-
-        bad = ~torch.isfinite(loss.detach())
+        metrics = train_step(batch, forward=forward, model=model, probes=probes, optimizer=optimizer,
+                             probe_opt=probe_opt, lr=lr, tau=tau_at(step, cfg.train.steps, cfg.model.tau_base),
+                             bf16=bf16, device=device)
+        bad = ~torch.isfinite(metrics[0])
         first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
-        sums += torch.stack([loss.detach().float(), acc, out["z"].detach().float().std(0).mean(),
-                             z_agg.float().std(0).mean()])
+        sums += torch.stack([metrics[0].float(), *metrics[1:]])
         step += 1
         steps_logged += 1
         if bar is not None:
@@ -564,23 +593,13 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path
             continue
         first_bad = ddp.earliest(first_bad)  # any rank's first bad step
         if first_bad.item() >= 0:  # checked before any save: the last good checkpoint stays as it was
-            raise diverged(f"loss became NaN/inf at step {first_bad.item() + 1}")
+            raise ckpt_writer.diverged(f"loss became NaN/inf at step {first_bad.item() + 1}")
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             m = (ddp.all_reduce_mean(sums) / steps_logged).tolist()
-            dt = time.time() - t_log
-            for tag, v in zip(("train/loss", "probe_online/top1_z_agg", "stats/z_std", "stats/z_agg_std"), m):
-                writer.add_scalar(tag, v, step)
+            views_per_s = views_per_step * steps_logged / (time.time() - t_log)  # before the measurement below
             # On the held-out batch, in eval mode, rank 0 only (nothing it does reaches the training state).
             held = monitor.measure(model, probes) if main else {}
-            for key, v in held.items():
-                writer.add_scalar(f"probe_online/{key}", v, step)
-            writer.add_scalar("train/lr", lr, step)
-            writer.add_scalar("train/tau", tau_at(step - 1, cfg.train.steps, cfg.model.tau_base), step)
-            writer.add_scalar("perf/views_per_s", views_per_step * steps_logged / dt, step)
-            use = f"{held['action_use']:.2f}x" if "action_use" in held else "-"
-            msg = (f"step {step}/{cfg.train.steps} loss {m[0]:.4f} probe top1 {100 * m[1]:.1f}% "
-                   f"r2 {held.get('r2_rel_action', float('nan')):.3f} action use {use} lr {lr:.2e} "
-                   f"{views_per_step * steps_logged / dt:.0f} views/s")
+            msg = log_metrics(writer, m, held, step=step, cfg=cfg, lr=lr, views_per_s=views_per_s)
             if bar is not None:
                 bar.set_postfix_str(msg.split(" ", 2)[2])
             elif step % (cfg.train.log_every * 4) == 0 or step == cfg.train.steps:
@@ -588,7 +607,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, resume_from: Path
             sums.zero_()
             steps_logged, t_log = 0, time.time()
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps or step == stop_after:
-            save(run_dir / LATEST)
+            ckpt_writer.save(run_dir / LATEST, step)
         if step == stop_after:
             break
     if bar is not None:

@@ -13,8 +13,8 @@ import torch
 import envs
 from seqjepa import checkpoint
 from seqjepa.config import apply_overrides
-from seqjepa.model import SeqJEPA, action_use, derangement, uses_next_action
-from seqjepa.train import HeldOutMonitor, OnlineProbes, build_model, build_world, evaluating, train
+from seqjepa.model import SeqJEPA, action_use, derangement, evaluating, uses_next_action
+from seqjepa.train import HeldOutMonitor, OnlineProbes, build_model, build_world, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -112,19 +112,19 @@ class Worlds:
     def make_vector(self, **kw):
         return gym.make_vec(self.env_id, **{"num_envs": 3, **options(self.env_id), **kw})
 
+    def _reset_once(self, key: str, make):
+        if key not in self.cache:
+            self.cache[key] = make()
+            self.cache[key].reset(seed=0)
+        return self.cache[key]
+
     @property
     def single(self):
-        if "single" not in self.cache:
-            self.cache["single"] = self.make_single()
-            self.cache["single"].reset(seed=0)
-        return self.cache["single"]
+        return self._reset_once("single", self.make_single)
 
     @property
     def vector(self):
-        if "vector" not in self.cache:
-            self.cache["vector"] = self.make_vector()
-            self.cache["vector"].reset(seed=0)
-        return self.cache["vector"]
+        return self._reset_once("vector", self.make_vector)
 
     @property
     def dim(self) -> int:
