@@ -53,9 +53,22 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(self.prog, f"{message} (see {self.prog} --help)")
 
 
-def config_help(cfg: Config | None, heading: str) -> str:
+def registered() -> dict[str, str]:
+    """``setting -> "a, b, c"``: the names each setting that picks from a registry allows, read from the registries
+    themselves (they live in the layers above the config, which therefore cannot list them)."""
+    import envs
+    from agents import AGENTS
+    from eval.suite import SUITES
+    from seqjepa.baselines import METHODS
+
+    return {"world.env": envs.WORLDS.describe(), "world.agent": AGENTS.describe(),
+            "model.method": METHODS.describe(), "eval.suites": SUITES.describe()}
+
+
+def config_help(cfg: Config | None, heading: str, allowed: dict[str, str]) -> str:
     return (f"{heading}; override with --set section.key=value (world options with "
-            f"--set world.options.NAME=VALUE, listed by `run.py envs`):\n" + "\n".join(help_lines(Config, values=cfg)))
+            f"--set world.options.NAME=VALUE, listed by `run.py envs`):\n"
+            + "\n".join(help_lines(Config, values=cfg, allowed=allowed)))
 
 
 def help_config(argv: list[str]) -> Config | None:
@@ -156,7 +169,7 @@ def resume_config(args, run_dir: Path) -> Config:
 def record_resume(run_dir: Path, cfg: Config) -> None:
     """config.json takes the settings a resume changed (a lower lr, more steps): the next resume and the evaluation
     then read what the newest checkpoints were trained with. Its versions and first command stay."""
-    from seqjepa.checkpoint import write_json
+    from seqjepa.files import write_json
     from seqjepa.config import to_dict
 
     path = run_dir / "config.json"
@@ -170,7 +183,8 @@ def cmd_train(args) -> int:
     from eval.suite import format_table, resolve_suites
     from eval.tensorboard import end_of_training
     from seqjepa import distributed as ddp
-    from seqjepa.train import resolve_device, train
+    from seqjepa.device import resolve_device
+    from seqjepa.train import train
 
     ckpt = None
     if args.resume:
@@ -264,6 +278,10 @@ def cmd_envs(args) -> int:
     import envs
     from seqjepa.config import help_lines as option_lines
 
+    def renamed(cls) -> str:  # configs written with an old name still load: say which names those are
+        pairs = ", ".join(f"{old} -> {new}" for old, new in cls.RENAMED.items())
+        return f"  renamed options (the old names still load): {pairs}\n" if pairs else ""
+
     for env_id in sorted(envs.WORLDS):
         cls = envs.WORLDS[env_id]
         try:
@@ -274,7 +292,8 @@ def cmd_envs(args) -> int:
                 raise
             print(f"{env_id}: {cls.name}\n  action: {cls.action_doc}\n  needs data: {e}")
             print("  options (--set world.options.NAME=VALUE):")
-            print("\n".join("  " + line for line in option_lines(cls.Options)) + "\n")
+            print("\n".join("  " + line for line in option_lines(cls.Options)))
+            print(renamed(cls))
             continue
         print(f"{env_id}: {cls.name}")
         print("  observation: uint8 views (H, W, 3); gym.make_vec(...) gives numpy batches, backend='torch' torch ones")
@@ -284,7 +303,7 @@ def cmd_envs(args) -> int:
         print("  options (--set world.options.NAME=VALUE):")
         for line in option_lines(cls.Options):
             print("  " + line)
-        print()
+        print(renamed(cls))
     return 0
 
 
@@ -308,34 +327,37 @@ def parser(help_cfg: Config | None = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     shown = (f"the values the {help_cfg.preset} preset uses for {help_cfg.world.env}" if help_cfg
              else "the values before any preset")
-    run_help = config_help(help_cfg, f"settings, with {shown}")
+    names = registered()
+    allowed = {"world.env": f"one of {names['world.env']}, or module:ID (a plug-in world)",
+               "world.agent": f"one of {names['world.agent']}", "model.method": f"one of {names['model.method']}",
+               "eval.suites": f"list of: all, or names from {names['eval.suites']}"}
+    run_help = config_help(help_cfg, f"settings, with {shown}", allowed)
 
     def with_config(sp):
         sp.add_argument("--preset", help=f"starting values: smoke (seconds), cpu (the default, minutes on 2 cores), "
                                          f"paper (3DIEBench setting, GPU); --help shows the chosen one's")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
         sp.add_argument("--env", help="shortcut for --set world.env=ID")
-        sp.add_argument("--method", help="shortcut for --set model.method=NAME: seqjepa (default), simclr, byol, "
-                                         "vicreg, vicreg_traj, sen, equimod, sie, cond_byol, conv_jepa")
+        sp.add_argument("--method", help=f"shortcut for --set model.method=NAME: {names['model.method']}")
 
     t = sub.add_parser("train", help="train (then evaluate) a model", epilog=run_help,
                        formatter_class=argparse.RawTextHelpFormatter)
     with_config(t)
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
                                                        "(or from RUN_DIR/previous.pt, the one before it)")
-    t.add_argument("--agent", help="shortcut for --set world.agent=NAME --set world.source=live: random, "
-                                   "saliency, uniform, sweep (see agents/)")
+    t.add_argument("--agent", help=f"shortcut for --set world.agent=NAME --set world.source=live: "
+                                   f"{names['world.agent']} (see agents/)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint with the frozen-model suites",
                        epilog=config_help(help_cfg, "settings, each starting from the checkpoint's own value "
-                                                    f"(shown: {shown})"),
+                                                    f"(shown: {shown})", allowed),
                        formatter_class=argparse.RawTextHelpFormatter)
     e.add_argument("--ckpt", required=True, help="path to a checkpoint (runs/NAME/latest.pt)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an eval.* setting (repeatable)")
     e.add_argument("--suite", action="append", metavar="NAME",
-                   help="run only this suite (repeatable; default: every suite that applies): linear_probe, "
-                        "equivariance, path_integration, ood, retrieval, knn")
+                   help=f"run only this suite (repeatable; default: every suite that applies): "
+                        f"{names['eval.suites']}")
     e.set_defaults(func=cmd_eval)
 
     v = sub.add_parser("envs", help="list every registered world with its spaces, action meaning and options")

@@ -31,20 +31,20 @@ import torch
 
 from envs.base import World
 
-from seqjepa.config import ConfigError
+from seqjepa.registry import Registry
 
 from .random_policy import RandomPolicy
 from .saliency import SaliencyPolicy
 from .sweep import SweepPolicy
 from .uniform import UniformPolicy
 
-AGENTS: dict[str, Callable[[], object]] = {"random": RandomPolicy, "saliency": SaliencyPolicy,
-                                           "uniform": UniformPolicy, "sweep": SweepPolicy}
+# world.agent -> a factory of the policy (a class); a plug-in module may register its own.
+AGENTS: Registry[Callable[[], object]] = Registry("agent", "world.agent", {
+    "random": RandomPolicy, "saliency": SaliencyPolicy, "uniform": UniformPolicy, "sweep": SweepPolicy})
 
 
 def make_agent(name: str):
-    if name not in AGENTS:
-        raise ConfigError(f"world.agent: unknown agent {name!r}; allowed: {', '.join(sorted(AGENTS))}")
+    """A fresh policy of agent ``name``; ConfigError naming ``world.agent`` and the agents if it names none."""
     return AGENTS[name]()
 
 

@@ -43,7 +43,7 @@ class ActiveVisionPolicy:
     def __init__(self, model: nn.Module, *, candidates: int = 32, score: Score = "change", samples: int = 8):
         if score not in ("change", "disagreement"):
             raise ConfigError(f"score: got {score!r}; allowed: 'change', 'disagreement'")
-        if getattr(model, "action_embed", None) is None:
+        if not model.predicts or model.action_embed is None:
             raise ConfigError("active vision needs an action-conditioned world model (seq-JEPA, act_cond both)")
         self.model, self.candidates, self.score, self.samples = model, candidates, score, samples
 

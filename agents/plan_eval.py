@@ -40,7 +40,6 @@ import envs
 from envs.base import State, World
 from envs.saccades import PATH_LEN, Saccades
 from envs.sequences import rollout
-from eval.common import has_predictor
 from eval.features import collect
 from eval.probes import fit_classifier
 from eval.progress import Progress, wants_bar
@@ -78,11 +77,11 @@ def load_model(path: Path, *, require_predictor: bool = True, overrides: Sequenc
     ``overrides`` on top of its config; ``trusted`` for a checkpoint this process wrote)."""
     from eval.from_checkpoint import checkpoint_network, open_checkpoint
     from seqjepa.checkpoint import CheckpointError
-    from seqjepa.train import resolve_device
+    from seqjepa.device import resolve_device
 
     ckpt, cfg = open_checkpoint(path, overrides, trusted=trusted)
     model = checkpoint_network(ckpt, cfg, trained=True)
-    if require_predictor and not has_predictor(model):
+    if require_predictor and not model.predicts:
         raise CheckpointError(f"checkpoint {path} is a {ckpt.get('method')!r} model without a predictor; planning "
                          f"(and benchmarks/action_use.py) need a seq-JEPA world model")
     model = model.to(resolve_device(cfg.train.device)).eval().requires_grad_(False)
@@ -268,8 +267,8 @@ def plan_checkpoint(path: str | Path, pc: PlanConfig | None = None, log: Callabl
     The checkpoint is read as ``run.py eval`` reads it (:func:`load_model`): ``overrides`` on top of its config,
     no plug-in module imported on its word unless ``overrides`` set ``world.env`` or it is ``trusted``.
     """
-    from seqjepa.checkpoint import atomic_write, write_json
-    from seqjepa.train import build_world
+    from seqjepa.files import atomic_write, write_json
+    from seqjepa.data import build_world
 
     path, pc = Path(path), pc or PlanConfig()
     model, cfg, ckpt = load_model(path, overrides=overrides, trusted=trusted)

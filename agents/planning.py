@@ -141,7 +141,7 @@ class LatentGoalCost:
     between them, ``goal`` uint8 [B, 3, H, W]. Put the model in eval mode first (BatchNorm, dropout)."""
 
     def __init__(self, model: nn.Module, views: Tensor, actions: Tensor, goal: Tensor):
-        if getattr(model, "action_embed", None) is None or not hasattr(model, "predict"):
+        if not model.predicts or model.action_embed is None:
             raise ConfigError("planning needs an action-conditioned world model (seq-JEPA with model.act_cond "
                              "both or predictor); this model has no action pathway into its predictor")
         self.model = model

@@ -5,7 +5,7 @@ With the world's ``fixations=saliency`` (default) this is the world's own random
 ``fixations=uniform`` the classical maps (``world.options.saliency``) are computed once and cached.
 
 >>> import torch, envs
->>> world = envs.make_world("seqjepa/Saccades-v0", scene_size=48, glimpse=16, num_classes=2, per_class=2)
+>>> world = envs.make_world("seqjepa/Saccades-v0", scene_size=48, image_size=16, num_classes=2, per_class=2)
 >>> g = torch.Generator().manual_seed(0)
 >>> SaliencyPolicy()(world, world.reset(3, g), g).shape
 torch.Size([3, 2])

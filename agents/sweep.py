@@ -3,11 +3,11 @@ raster scan of a scene. The generator is never read, so the same state always gi
 
 Yaw: every action is the same rotation by ``step_deg`` about the object's own z axis (up); the action multiplies
 on the right (R_new = R R(a)), so the object spins steadily about one fixed axis. Raster: the scene is cut into a
-G x G grid of cells (G = round(scene_size / glimpse), the glimpses tile it) and the fixation moves from the cell
+G x G grid of cells (G = round(scene_size / image_size), the glimpses tile it) and the fixation moves from the cell
 it lies in to the next one in row-major order, wrapping around; fixations sit on integer pixels.
 
 >>> import torch, envs
->>> world = envs.make_world("seqjepa/Saccades-v0", scene_size=48, glimpse=16, num_classes=2, per_class=2)
+>>> world = envs.make_world("seqjepa/Saccades-v0", scene_size=48, image_size=16, num_classes=2, per_class=2)
 >>> g = torch.Generator().manual_seed(0)
 >>> state = world.reset(1, g)
 >>> seen = set()
@@ -54,7 +54,7 @@ class SweepPolicy:
 
 def raster_cells(world: Saccades) -> Tensor:
     """The raster's fixations in scene pixels, row-major, float [G*G, 2]."""
-    s, g = world.options.scene_size, world.options.glimpse
+    s, g = world.options.scene_size, world.options.image_size
     k = max(1, round(s / g))
     centres = torch.floor((torch.arange(k, device=world.device) + 0.5) * s / k)
     rows, cols = torch.meshgrid(centres, centres, indexing="ij")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.plan_eval import load_model  # noqa: E402
 from seqjepa.model import action_use as losses_of, derangement  # noqa: E402
-from seqjepa.train import build_bank, build_world  # noqa: E402
+from seqjepa.data import build_bank, build_world  # noqa: E402
 
 
 @torch.no_grad()

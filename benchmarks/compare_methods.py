@@ -40,7 +40,7 @@ NAMES = {"seqjepa": "seq-JEPA", "simclr": "SimCLR", "byol": "BYOL", "vicreg": "V
 GROUPS = {"simclr": "Invariant", "byol": "Invariant", "vicreg": "Invariant", "vicreg_traj": "Invariant",
           "sen": "Equivariant", "equimod": "Equivariant", "sie": "Equivariant", "cond_byol": "Equivariant",
           "seqjepa": "Inv-Equi", "conv_jepa": "Equivariant"}
-SACCADES = {"scene_size": 96, "glimpse": 32, "num_classes": 10, "per_class": 100}  # STL-10's sizes, procedural
+SACCADES = {"scene_size": 96, "image_size": 32, "num_classes": 10, "per_class": 100}  # STL-10's sizes, procedural
 TABLE1_ORDER = ("byol", "simclr", "vicreg", "vicreg_traj", "sen", "equimod", "sie", "cond_byol", "seqjepa")  # paper's
 BEGIN, END = "<!-- results -->", "<!-- /results -->"
 

@@ -30,7 +30,10 @@ from eval.features import collect  # noqa: E402
 from eval.probes import fit_classifier, fit_regressor  # noqa: E402
 from seqjepa.config import apply_overrides, preset  # noqa: E402
 from seqjepa.model import action_use, derangement, tau_at  # noqa: E402
-from seqjepa.train import build_bank, build_model, build_world, evaluating, lr_at, use_bf16  # noqa: E402
+from seqjepa.data import build_bank, build_world  # noqa: E402
+from seqjepa.device import use_bf16  # noqa: E402
+from seqjepa.model import evaluating  # noqa: E402
+from seqjepa.train import build_model, lr_at  # noqa: E402
 
 
 @torch.no_grad()

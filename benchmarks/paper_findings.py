@@ -67,6 +67,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import envs  # noqa: E402
 from eval import path_integration  # noqa: E402
 from eval.from_checkpoint import evaluate_checkpoint  # noqa: E402
 from seqjepa import checkpoint  # noqa: E402
@@ -247,6 +248,9 @@ def settings_differ(run_dir: Path, cfg) -> list[str]:
     if not path.is_file():
         return []
     saved = json.loads(path.read_text())
+    world = saved.get("world", {})
+    if isinstance(world.get("options"), dict):  # options under a world's old names are the same settings
+        world["options"] = envs.world_class(world.get("env", cfg.world.env))[1].rename_options(world["options"])
     saved = flat({k: v for k, v in saved.items() if k not in ("versions", "command")})
     now = flat(to_dict(cfg))
     return sorted(k for k in set(saved) | set(now) if not k.startswith(LOCAL) and saved.get(k) != now.get(k))

@@ -24,7 +24,7 @@ from envs.objects import RotatingObjects  # noqa: E402
 
 def measure(size: int, batch: int, device: str, repeats: int, shadows: bool) -> float:
     """Best-of-``repeats`` images/s for one batch of ``batch`` views at ``size`` px."""
-    world = RotatingObjects(image_size=size, num_categories=55, instances=8, shadows=shadows, device=device)
+    world = RotatingObjects(image_size=size, num_classes=55, instances=8, shadows=shadows, device=device)
     g = torch.Generator(device=device).manual_seed(0)
     state = world.reset(batch, g)
     world.render(state)  # warm-up: caches, allocator

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.plan_eval import load_model  # noqa: E402
 from eval.from_checkpoint import checkpoint_network  # noqa: E402
 from eval.probes import r2_score  # noqa: E402
-from seqjepa.train import build_bank, build_world  # noqa: E402
+from seqjepa.data import build_bank, build_world  # noqa: E402
 
 
 def effective_rank(z: torch.Tensor) -> tuple[float, float]:

@@ -20,12 +20,13 @@ from functools import partial
 import gymnasium as gym
 
 from seqjepa.config import ConfigError
+from seqjepa.registry import Registry
 
 from .base import Factor, State, World, fixed_size_work, prunes_work
 from .gym_env import WorldEnv, WorldVectorEnv
 from .sequences import Batch, SequenceSource, ViewBank, rollout
 
-WORLDS: dict[str, type[World]] = {}
+WORLDS: Registry[type[World]] = Registry("world", "world.env")
 
 
 def register_world(env_id: str, world_cls: type[World], *, max_episode_steps: int = 50) -> None:
@@ -35,7 +36,7 @@ def register_world(env_id: str, world_cls: type[World], *, max_episode_steps: in
     """
     if not isinstance(world_cls, type) or not issubclass(world_cls, World):
         raise TypeError(f"register_world({env_id!r}): expected a subclass of envs.World, got {world_cls!r}")
-    WORLDS[env_id] = world_cls
+    WORLDS.register(env_id, world_cls)
     if env_id in gym.registry:
         del gym.registry[env_id]
     gym.register(env_id, entry_point=partial(WorldEnv, world_cls), max_episode_steps=max_episode_steps,
@@ -43,7 +44,13 @@ def register_world(env_id: str, world_cls: type[World], *, max_episode_steps: in
 
 
 def world_class(env_id: str) -> tuple[str, type[World]]:
-    """Resolve ``id`` or ``module:id`` to (id, class), importing the plug-in module if named."""
+    """Resolve ``id`` or ``module:id`` to (id, class), importing the plug-in module if named.
+
+    >>> world_class("seqjepa/Nope-v0")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    seqjepa.config.ConfigError: world.env: unknown world 'seqjepa/Nope-v0'; allowed: seqjepa/RotatingObjects-v0, ...
+    """
     name = env_id
     if ":" in env_id:
         module, name = env_id.split(":", 1)
@@ -51,8 +58,6 @@ def world_class(env_id: str) -> tuple[str, type[World]]:
             importlib.import_module(module)
         except ImportError as e:
             raise ConfigError(f"world.env: cannot import plug-in module {module!r} ({e})") from None
-    if name not in WORLDS:
-        raise ConfigError(f"world.env: unknown world {name!r}; registered: {', '.join(sorted(WORLDS))}")
     return name, WORLDS[name]
 
 

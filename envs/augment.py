@@ -133,7 +133,7 @@ class Augmentations(World):
         num_classes: int = opt(10, "procedural classes (shape x texture x count)", ge=2,
                                le=PROCEDURAL_MAX_CLASSES)
         per_class: int = opt(100, "procedural images per class in each split", ge=1, le=100000)
-        image_seed: int = opt(0, "seed of the procedural image set")
+        data_seed: int = opt(0, "seed of the procedural image set")
         split: Literal["train", "test"] = opt("train", "which images: the train or the test split")
         actions: str = opt("crop+jitter+blur", "factors in the action, in this order", choices=ACTION_SETS)
         interpolation: Literal["bicubic", "bilinear"] = opt("bicubic", "crop resampling (paper: bicubic)")
@@ -143,6 +143,7 @@ class Augmentations(World):
         blur_p: float = opt(1.0, "probability that blur is applied (sigma = 0 otherwise)", ge=0.0, le=1.0)
         solarize_p: float = opt(0.0, "probability of solarize at 128 (a nuisance)", ge=0.0, le=1.0)
 
+    RENAMED = {"image_seed": "data_seed"}
     name = "hand-crafted augmentations of images (crop, colour jitter, blur) as actions, paper §2.3"
     action_bn = "augmentations"
     action_doc = ("p_to - p_from of the normalised params [top, left, height, width | brightness, contrast, "
@@ -182,7 +183,7 @@ class Augmentations(World):
     @staticmethod
     def _load(o: "Augmentations.Options") -> ImageSet:
         if o.source == "procedural":
-            return procedural_images(o.num_classes, o.per_class, o.image_size, o.image_seed, o.split)
+            return procedural_images(o.num_classes, o.per_class, o.image_size, o.data_seed, o.split)
         if o.source == "digits":
             return digits_images(o.image_size, o.split)
         if not o.root:

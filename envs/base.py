@@ -31,7 +31,7 @@ import contextvars
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -65,6 +65,10 @@ class World(abc.ABC):
     """
 
     Options: ClassVar[type]                      # a dataclass of the world's options, fields declared with opt()
+    # Options renamed since configs and checkpoints were written with them: old name -> new name. Every world
+    # names one idea alike (``image_size``, ``num_classes``, ``data_seed``); an old name still loads as the new one
+    # (:meth:`rename_options`), so runs/*/config.json and the configs inside checkpoints keep working.
+    RENAMED: ClassVar[dict[str, str]] = {}
     name: ClassVar[str] = ""                     # one line for `run.py envs`
     action_doc: ClassVar[str] = ""               # what the action means, with units
     metadata: ClassVar[dict] = {"render_fps": 4}
@@ -110,18 +114,52 @@ class World(abc.ABC):
         """A random relative transformation within the world's ranges (the paper's sampling)."""
 
     @classmethod
-    def resolve_options(cls, options: Any | None, overrides: dict[str, Any]) -> Any:
-        """A copy of ``options`` (or the defaults) with ``overrides`` applied, every value validated.
+    def resolve_options(cls, options: Any | None, overrides: Mapping[str, Any]) -> Any:
+        """A copy of ``options`` (or the defaults) with ``overrides`` applied, every value validated; an old
+        option name in ``overrides`` is read as its new one (:meth:`rename_options`).
 
-        Raises ConfigError naming the field, the value and what is allowed.
+        Raises ConfigError naming the field, the value and what is allowed (for an unknown option: every option
+        the world takes).
         """
         from seqjepa.config import set_field, validate
 
         opts = dataclasses.replace(options) if options is not None else cls.Options()
         validate(opts)
-        for key, value in overrides.items():
+        for key, value in cls.rename_options(overrides).items():
             set_field(opts, key, value)
         return opts
+
+    @classmethod
+    def rename_options(cls, given: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        """``given`` with every old option name of :attr:`RENAMED` replaced by its new one, in the same order.
+
+        The one place old names are read: a world built from options (``make_world``, ``gym.make``, a run's
+        ``world.options``, a checkpoint's config) goes through it, so the world, its view bank and its views are
+        the same whichever name was used. Both names at once is a ConfigError (its field named after ``prefix``):
+        which value was meant is unknown.
+
+        >>> from envs import Saccades
+        >>> Saccades.rename_options({"glimpse": 16, "scene_size": 48})
+        {'image_size': 16, 'scene_size': 48}
+        >>> Saccades.rename_options({"glimpse": 16, "image_size": 16})
+        Traceback (most recent call last):
+        ...
+        seqjepa.config.ConfigError: glimpse: got 16 with image_size=16; allowed: one of them (glimpse is image_size's \
+old name)
+        """
+        from seqjepa.config import ConfigError
+
+        out: dict[str, Any] = {}
+        for key, value in given.items():
+            new = cls.RENAMED.get(key)
+            if new is None:
+                out[key] = value
+            elif new in given:
+                raise ConfigError(f"{prefix}{key}: got {value!r} with {new}={given[new]!r}; allowed: one of them "
+                                  f"({key} is {new}'s old name)")
+            else:
+                out[new] = value
+        return out
 
     def data_fingerprint(self) -> str | None:
         """A digest of the files on disk this world's views come from, or None where it reads none.

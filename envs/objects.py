@@ -6,7 +6,7 @@ vary proportions, part shapes and colour. A view is the 7-d latent of 3DIEBench:
 extrinsic "xyz" Euler angles, floor hue, spot-light angles (theta, phi) and spot hue. Actions are the relative
 rotation ``R_from^-1 R_to`` as a quaternion (x, y, z, w), plus the hue differences for ``rotation+color``.
 
->>> world = RotatingObjects(image_size=32, num_categories=4, instances=5)
+>>> world = RotatingObjects(image_size=32, num_classes=4, instances=5)
 >>> g = torch.Generator().manual_seed(0)
 >>> state = world.reset(8, g)
 >>> world.render(state).shape
@@ -308,7 +308,7 @@ class RotatingObjects(World):
     @dataclass
     class Options:
         image_size: int = opt(64, "side of the square views in pixels", ge=16, le=256)
-        num_categories: int = opt(10, "object categories (classes), the first N of 55", ge=1, le=55)
+        num_classes: int = opt(10, "object categories (the classes), the first N of 55", ge=1, le=55)
         instances: int = opt(60, "objects per category", ge=1, le=100000)
         test_fraction: float = opt(0.2, "fraction of each category's objects held out for the test split",
                                    ge=0.0, le=1.0)
@@ -320,7 +320,7 @@ class RotatingObjects(World):
                                     gt=0.0, le=PI / 2)
         ood: bool = opt(False, "out-of-distribution poses: uniform over the rotations that no Euler triple within "
                                "+-rotation_range can write (see envs.rotations.sample_euler)")
-        shape_seed: int = opt(0, "seed of the procedural object set")
+        data_seed: int = opt(0, "seed of the procedural object set (shapes and colours)")
         canonical_quat: bool = opt(True, "quaternion sign with w >= 0 (q and -q are the same rotation)")
         shadows: bool = opt(True, "soft shadow of the object on the floor (off: ~20% faster renders)")
         pose_paint: float = opt(0.0, "tint each surface by the direction it faces in the object's own frame (a "
@@ -330,6 +330,7 @@ class RotatingObjects(World):
             "per_view", "floor hue and spot light not in the action: fresh every view (3DIEBench) or drawn once "
                         "per episode (only the pose then changes between views)")
 
+    RENAMED = {"num_categories": "num_classes", "shape_seed": "data_seed"}
     name = "3DIEBench-like procedural objects (55 categories), rendered live by an SDF sphere tracer"
     action_doc = ("relative rotation R_from^-1 R_to as a unit quaternion (x, y, z, w) in [-1, 1]; with "
                   "actions=rotation+color also (d floor hue, d spot hue): the plain difference of the hue latents "
@@ -344,20 +345,20 @@ class RotatingObjects(World):
         if len(ids) == 0:
             raise ConfigError(f"test_fraction: got {opts.test_fraction!r} with instances={opts.instances}, which "
                               f"leaves the {opts.split} split empty; allowed: a value giving both splits an object")
-        parts, mats = build_objects(opts.num_categories, opts.instances, opts.shape_seed)
+        parts, mats = build_objects(opts.num_classes, opts.instances, opts.data_seed)
         self._parts = Parts(*(getattr(parts, f).to(self.device) for f in Parts.__dataclass_fields__))
-        objects = torch.tensor([c * opts.instances + i for c in range(opts.num_categories) for i in ids])
+        objects = torch.tensor([c * opts.instances + i for c in range(opts.num_classes) for i in ids])
         self._objects = objects.to(self.device)
         self._labels = (objects // opts.instances).to(self.device)
-        # Per-object colours: an instance hue, a second hue and two neutrals, all fixed by shape_seed.
-        g = torch.Generator().manual_seed(opts.shape_seed + 7919)
+        # Per-object colours: an instance hue, a second hue and two neutrals, all fixed by data_seed.
+        g = torch.Generator().manual_seed(opts.data_seed + 7919)
         hue, hue2, sv = torch.rand(2, len(mats), generator=g).unbind(0) + (torch.rand(len(mats), 4, generator=g),)
         palette = torch.stack([hsv_to_rgb(hue, .45 + .35 * sv[:, 0], .7 + .25 * sv[:, 1]),
                                hsv_to_rgb(hue2, .35 + .3 * sv[:, 2], .6 + .3 * sv[:, 3]),
                                hsv_to_rgb(hue, torch.full_like(hue, .15), torch.full_like(hue, .25)),
                                hsv_to_rgb(hue, torch.full_like(hue, .08), torch.full_like(hue, .88))], 1)
         self._parts.color = palette.gather(1, mats[..., None].expand(-1, -1, 3)).to(self.device)
-        self.num_classes = opts.num_categories
+        self.num_classes = opts.num_classes
         self.num_episodes = len(objects)
         self.image_size = opts.image_size
         self.param_dim = 7

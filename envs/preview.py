@@ -21,15 +21,18 @@ MIN_SIDE = 256  # frames are enlarged (nearest neighbour) to at least this many 
 
 
 def world_options(cls, settings: list[str]) -> dict:
-    """``world.options.NAME=VALUE`` settings -> validated options of ``cls`` (every other key is an error)."""
+    """``world.options.NAME=VALUE`` settings -> validated options of ``cls`` (every other key is an error; an old
+    option name is read as its new one, see ``World.rename_options``)."""
     opts = cls.Options()
-    given = set()
+    given = {}
     for item in settings:
         key, sep, value = item.partition("=")
         if not sep or not key.startswith("world.options."):
             raise ConfigError(f"--set {item}: expected world.options.NAME=VALUE")
-        set_field(opts, key[len("world.options."):], value, prefix="world.options.")
-        given.add(key[len("world.options."):])
+        given[key[len("world.options."):]] = value
+    given = cls.rename_options(given, prefix="world.options.")
+    for key, value in given.items():
+        set_field(opts, key, value, prefix="world.options.")
     return {k: v for k, v in dataclasses.asdict(opts).items() if k in given}
 
 

@@ -1,6 +1,6 @@
 """Saccades: a full image explored through foveal glimpses, the paper's PLS setting (§2.4), live on the device.
 
-The observer fixates a pixel of a ``scene_size`` image and sees a ``glimpse``-pixel patch centred on it. The
+The observer fixates a pixel of a ``scene_size`` image and sees an ``image_size``-pixel glimpse centred on it. The
 absolute parameters are the fixation ``(row, col) / scene_size`` in [0, 1); an action is the relative move
 ``(d row, d col)`` in the same units, so ``relative`` is a plain difference and induces 2-d position equivariance.
 The random policy is the paper's: the next fixation is drawn from ``saliency * (1 - inhibition)``, where
@@ -8,9 +8,9 @@ inhibition of return (IoR) blocks a disc of radius 16 around every earlier fixat
 
 Deliberately unlike the official code (see docs of ``render`` and the tests): the glimpse is centred on (row, col),
 not on the transposed point; IoR is a circle (the square box is ``ior="square"``); IoR also applies to uniform
-fixations unless ``ior="none"``; and ``scene_size`` / ``glimpse`` are honoured for every source.
+fixations unless ``ior="none"``; and ``scene_size`` / ``image_size`` are honoured for every source.
 
->>> world = Saccades(num_classes=3, per_class=2, scene_size=48, glimpse=16)
+>>> world = Saccades(num_classes=3, per_class=2, scene_size=48, image_size=16)
 >>> g = torch.Generator().manual_seed(0)
 >>> state = world.reset(4, g)
 >>> world.render(state).shape
@@ -61,10 +61,10 @@ class Saccades(World):
             "train", "which images; unlabeled = STL-10's 100k pre-training images (labels -1), or a third "
                      "disjoint set of procedural scenes")
         scene_size: int = opt(96, "side of the full scene in pixels (images are resized to it)", ge=16, le=1024)
-        glimpse: int = opt(32, "side of the foveal glimpse, the view the model sees, in pixels", ge=4, le=1024)
+        image_size: int = opt(32, "side of the foveal glimpse, the view the model sees, in pixels", ge=4, le=1024)
         num_classes: int = opt(10, "scenes: number of classes", ge=2, le=MAX_CLASSES)
         per_class: int = opt(100, "scenes: scenes per class in each split", ge=1, le=100000)
-        seed: int = opt(0, "scenes: seed of the procedural scenes (splits are disjoint for any seed)")
+        data_seed: int = opt(0, "scenes: seed of the procedural scenes (splits are disjoint for any seed)")
         class_colours: bool = opt(False, "scenes: each class's object has its own hue, as natural categories have "
                                          "typical colours (off: only shape and texture name the class)")
         max_images: int = opt(0, "stl10/folder: use only the first N images (0 = all)", ge=0)
@@ -82,6 +82,7 @@ class Saccades(World):
         inside: bool = opt(False, "the random policy fixates only where the whole glimpse lies inside the scene "
                                   "(off, as in the paper: glimpses near the edge show black padding)")
 
+    RENAMED = {"glimpse": "image_size", "seed": "data_seed"}
     name = "saccades: foveal glimpses of a scene chosen by saliency and inhibition of return (PLS, paper 2.4)"
     action_bn = "saccades"
     action_doc = ("relative fixation move (d row, d col) in fractions of the scene side, in [-1, 1]; the new "
@@ -90,8 +91,8 @@ class Saccades(World):
 
     def __init__(self, options: Options | None = None, device: str | torch.device = "cpu", **kwargs):
         opts = self.resolve_options(options, kwargs)
-        if opts.glimpse > opts.scene_size:
-            raise ConfigError(f"glimpse: got {opts.glimpse}; allowed: <= scene_size ({opts.scene_size})")
+        if opts.image_size > opts.scene_size:
+            raise ConfigError(f"image_size: got {opts.image_size}; allowed: <= scene_size ({opts.scene_size})")
         if opts.source != "scenes" and not opts.root:
             raise ConfigError(f"root: got ''; source={opts.source!r} needs root, the folder holding the images")
         if opts.source != "scenes" and opts.saliency == "object":
@@ -101,7 +102,7 @@ class Saccades(World):
         self._fingerprints: list[str] = []  # of the files read: images (stl10, folder), saliency maps
         if opts.source == "scenes":
             self.images, self.labels, self.saliency, self._object_centres = _scene_data(
-                opts.num_classes, opts.per_class, opts.scene_size, opts.seed, opts.split, opts.class_colours,
+                opts.num_classes, opts.per_class, opts.scene_size, opts.data_seed, opts.split, opts.class_colours,
                 opts.saliency if opts.fixations == "saliency" and not opts.saliency_maps else "", str(self.device))
             self.num_classes = opts.num_classes
         else:
@@ -116,7 +117,7 @@ class Saccades(World):
             self._fingerprints.append(fingerprint_files([_maps_path(opts)]))  # before reading, as for images
             self.saliency = _load_maps(opts, len(self.images)).to(self.device)
         self.num_episodes = len(self.images)
-        self.image_size = opts.glimpse
+        self.image_size = opts.image_size
         if opts.source == "stl10":
             from .stl10 import STL10_MEAN, STL10_STD
             self.pixel_mean, self.pixel_std = STL10_MEAN, STL10_STD
@@ -124,7 +125,7 @@ class Saccades(World):
         self.factors = {"position": Factor(0, 2, "linear")}
         self.action_low = -torch.ones(2, device=self.device)
         self.action_high = torch.ones(2, device=self.device)
-        g = opts.glimpse
+        g = opts.image_size
         self._offsets = torch.arange(g, device=self.device, dtype=torch.float32) - g // 2
         # Fixations whose glimpse (fixation - g//2 .. fixation + g-1 - g//2) stays inside the scene.
         span = torch.arange(opts.scene_size, device=self.device)
@@ -199,7 +200,7 @@ class Saccades(World):
         Only the (g+1)-pixel window that bilinear sampling can touch is gathered and converted to float, which
         is 10x faster than sampling from whole scenes and gives the same values.
         """
-        s, g = self.options.scene_size, self.options.glimpse
+        s, g = self.options.scene_size, self.options.image_size
         pix = state["params"] * s
         top = pix.floor() - g // 2                                            # [n, 2] window corner
         idx = top.long()[:, :, None] + torch.arange(g + 1, device=self.device)  # [n, 2, g+1] scene rows, cols
@@ -231,7 +232,7 @@ class Saccades(World):
     def render_frame(self, state: State) -> Tensor:
         """The whole scene with the fixation path (yellow lines, red dots), the current glimpse box and fixation
         (green), uint8 [n, 3, S, S]."""
-        s, g = self.options.scene_size, self.options.glimpse
+        s, g = self.options.scene_size, self.options.image_size
         frame = rearrange(self.images[state["episode"]], "n c h w -> n (h w) c").clone()
         path, valid = state["path"] * s, state["path"][..., 0] >= 0
         lo = state["params"] * s - g // 2

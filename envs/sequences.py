@@ -18,9 +18,6 @@ import hashlib
 import json
 import os
 import pickle
-import re
-import socket
-import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from seqjepa import files
 from seqjepa.config import ConfigError, DataError
 
 from .base import State, World
@@ -37,7 +35,6 @@ BANK_FORMAT = 4  # bump when the bank's contents or the renderers change, so old
 STALE_TEMP_SECONDS = 600  # a save keeps writing its temp file, so one untouched this long has no live writer
 # What torch.load raises on an intact zip archive that is not a saved bank (a foreign pickle, other members).
 _UNREADABLE = (RuntimeError, pickle.UnpicklingError, LookupError, ValueError)
-_TEMP = re.compile(r"\.tmp(\d+)(?:@(.+))?$")  # bank-KEY.pt.tmp<PID>@<host>; older versions wrote bank-KEY.tmp<PID>
 
 
 @dataclasses.dataclass
@@ -144,7 +141,7 @@ class ViewBank:
         folder = _cache_folder(cache_dir)
         key = cls.key(world_id, world, objects, views, seed)
         path = folder / f"bank-{key}.pt"
-        _remove_stale_temp_files(folder, key)
+        files.remove_stale_temps(folder, target=lambda name: name == path.name, max_age=STALE_TEMP_SECONDS)
         if path.exists():
             try:
                 return cls._load(path, world, objects, views)
@@ -180,13 +177,9 @@ class ViewBank:
     def _save(self, path: Path) -> None:
         """Write the bank atomically: a kill never leaves a half-written file under its real name, only a temp
         file that the next build of this key removes."""
-        tmp = _temp_name(path)
-        try:
+        with files.atomic_write(path, "wb") as fh:
             torch.save({"views": self.views.cpu(), "params": self.params.cpu(), "labels": self.labels.cpu(),
-                        "episodes": self.episodes.cpu()}, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)  # left only where the save failed
+                        "episodes": self.episodes.cpu()}, fh)
 
     def sample(self, world: World, n: int, steps: int, generator: torch.Generator) -> Batch:
         """``n`` sequences of ``steps`` distinct views of random episodes, in random order."""
@@ -222,44 +215,6 @@ def _cache_folder(cache_dir: str) -> Path:
         raise DataError(f"world.cache_dir: cannot create {folder} ({e.strerror}); expected a folder for the "
                          f"view-bank caches (or a path where one can be created)") from None
     return folder
-
-
-def _temp_name(path: Path) -> Path:
-    """Where ``path`` is written before it is renamed into place; the PID and host tell a later run whether
-    its writer is still alive."""
-    return path.with_name(f"{path.name}.tmp{os.getpid()}@{socket.gethostname()}")
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host."""
-    if os.name == "nt":  # os.kill would terminate the process there: only the age rule applies
-        return True
-    if pid <= 0:  # os.kill would signal a process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _remove_stale_temp_files(folder: Path, key: str) -> None:
-    """Remove temp files of bank ``key`` left by killed saves: their process is gone (on this host), or nothing
-    has written them for STALE_TEMP_SECONDS (a writer on another host sharing the folder)."""
-    host, now = socket.gethostname(), time.time()
-    for file in folder.glob(f"bank-{key}.*tmp*"):
-        m = _TEMP.search(file.name)
-        if m is None:
-            continue
-        try:
-            age = now - file.stat().st_mtime
-        except FileNotFoundError:  # its writer renamed it into place meanwhile
-            continue
-        local = m.group(2) is None or m.group(2) == host
-        if age > STALE_TEMP_SECONDS or (local and not _alive(int(m.group(1)))):
-            file.unlink(missing_ok=True)
 
 
 def _check_contents(data: object, world: World, objects: int, views: int) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from seqjepa.model import action_use, derangement, uses_next_action
 
-from .common import TEST_SEED_OFFSET, Context, draw, frozen, generator_for, has_predictor
+from .common import TEST_SEED_OFFSET, Context, draw, frozen, generator_for
 
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig
@@ -33,7 +33,7 @@ def views_needed(cfg: EvalConfig) -> int:
 
 
 def skip_reason(ctx: Context) -> str | None:
-    if not has_predictor(ctx.model):
+    if not ctx.model.predicts:
         return "the model has no predictor"
     if not uses_next_action(ctx.model):
         return "the predictor is not conditioned on the action"

@@ -24,7 +24,7 @@ from envs.sequences import Batch, ViewBank, random_policy, rollout
 from seqjepa.model import evaluating
 
 from .features import collect
-from .probes import fit_classifier, fit_regressor
+from .probes import RIDGE, fit_classifier, fit_regressor
 
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig
@@ -71,11 +71,6 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode (BatchNorm reads its running statistics, never updates them) and no gradient."""
     with evaluating(model), torch.no_grad():
         yield model
-
-
-def has_predictor(model: nn.Module) -> bool:
-    """True for models with the aggregate → predict → encode_target pathway (seq-JEPA), not encoder-only ones."""
-    return all(hasattr(model, k) for k in ("aggregate", "predict", "encode_target", "embed_actions"))
 
 
 # -- data ----------------------------------------------------------------------------------------------------------
@@ -159,15 +154,14 @@ def classify(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, ctx: Contex
 
 def regress(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, head: str, ctx: Context, *, views: int,
             inputs: str, target: str, metric: str = "") -> dict:
-    """R² of a linear or MLP regression head with its protocol (epochs per head type, as the paper); ``metric``
-    (its JSON key) names the fit in the progress.
+    """R² of a linear (exact least squares) or MLP regression head with its protocol; ``metric`` (its JSON key)
+    names the fit in the progress.
 
     With ``cfg.val_fraction`` the scored epoch is picked on whole episodes (objects, images) held out of the train
     split: the test split holds unseen episodes, and rows of a seen one would reward memorising it.
     """
     cfg, dev = ctx.cfg, ctx.device
-    epochs = cfg.mlp_epochs if head == "mlp" else cfg.linear_epochs
-    hidden = cfg.mlp_hidden if head == "mlp" else 0
+    epochs, hidden = cfg.mlp_epochs, cfg.mlp_hidden if head == "mlp" else 0
     r2 = fit_regressor(x_tr.to(dev), y_tr.to(dev), x_te.to(dev), y_te.to(dev), head=head, hidden=hidden,
                        epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
                        val_fraction=cfg.val_fraction, groups=ctx.train.get("episodes"),
@@ -177,12 +171,16 @@ def regress(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, head: str, c
     protocol = {"probe": probe, "head": head, "metric": "R² on the test split", "unit": "R²",
                 "r2_definition": R2_DEFINITION, "chance": 0.0, "chance_definition": CHANCE_R2, "input": inputs,
                 "input_dim": int(x_tr.shape[1]),
-                "target": target, "target_dim": int(y_tr.shape[1]),
-                "optimizer": "Adam (default betas, no weight decay)", "loss": "MSE on standardised targets",
-                "epochs": epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "views": views, **ctx.base,
-                "target_standardisation": TARGET_STANDARDISATION, "epoch_scored": r2["epoch"]}
+                "target": target, "target_dim": int(y_tr.shape[1]), "views": views, **ctx.base,
+                "target_standardisation": TARGET_STANDARDISATION}
     if head == "mlp":
-        protocol["hidden"] = hidden
+        protocol |= {"hidden": hidden, "optimizer": "Adam (default betas, no weight decay)",
+                     "loss": "MSE on standardised targets", "epochs": epochs, "lr": cfg.lr,
+                     "batch_size": cfg.batch_size, "epoch_scored": r2["epoch"]}
+    else:
+        protocol |= {"optimizer": f"exact least squares in float64, ridge {RIDGE} on the weights",
+                     "loss": "MSE on standardised targets",
+                     "scoring": "test metrics read once, from the exact fit on the whole train split"}
     return {"value": r2["r2"], "r2": r2["r2"], "r2_global": r2["r2_global"], "protocol": protocol}
 
 

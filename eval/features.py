@@ -17,21 +17,15 @@ from envs.sequences import Batch
 from seqjepa.model import evaluating
 
 
-def uses_actions(model: nn.Module) -> bool:
-    """False for the no-action ablation, whose model has no action embedding and aggregates with e=None."""
-    hp = getattr(model, "hparams", None) or {}
-    return hp.get("act_cond", "both") != "none" and getattr(model, "action_embed", None) is not None
-
-
 def batch_features(model: nn.Module, batch: Batch, m_val: list[int]) -> dict:
     """Features of one batch already on the model's device (no grad, mode handled by the caller)."""
     steps = batch.views.shape[1]
     if max(m_val) > steps:
         raise ValueError(f"m_val: got M={max(m_val)}; the batch has only {steps} views per sequence")
     z = model.encode(batch.views)
-    if not hasattr(model, "aggregate"):  # encoder-only methods (the baselines) have no z_agg
+    if not model.predicts:  # encoder-only methods (the baselines) have no z_agg
         return {"z": z, "z_agg": {}}
-    e = model.embed_actions(batch.actions) if uses_actions(model) else None
+    e = model.embed_actions(batch.actions)  # None for the no-action ablation: it aggregates the views alone
     z_agg = {}
     for m in m_val:
         # aggregate() reads the first M-1 embeddings and zeroes the last token's slot, so the M-th action

@@ -5,7 +5,7 @@ Writes next to the checkpoint: ``eval.json`` (every number with its protocol), `
 ``eval/`` scalars, table and plots (plus the inspection of what the model predicts with ``inspect=True``). The
 report accumulates: a later evaluation of the same checkpoint (same step) replaces the numbers of the suites it
 runs, for the trained network and the random init alike, and keeps the others; an evaluation of another step
-starts it afresh. Every file is written whole or not at all (``seqjepa.checkpoint.atomic_write``).
+starts it afresh. Every file is written whole or not at all (``seqjepa.files.atomic_write``).
 
 A checkpoint is a file someone may hand over, so it is checked before anything is built from it
 (:func:`open_checkpoint`): its format (``seqjepa.checkpoint.load``), its weights against the network its
@@ -34,12 +34,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import envs
-from seqjepa import checkpoint
+from seqjepa import checkpoint, files
+from seqjepa.baselines import METHODS
 from seqjepa.checkpoint import CheckpointError
-from seqjepa.config import (METHODS, Config, ConfigError, ModelConfig, TrainConfig, WorldConfig, apply_overrides,
-                            from_dict, opt, set_field)
+from seqjepa.config import (Config, ConfigError, ModelConfig, TrainConfig, WorldConfig, apply_overrides, from_dict, opt,
+                            set_field)
+from seqjepa.data import build_bank, build_world
+from seqjepa.device import resolve_device
 from seqjepa.model import ACTION_BNS, SeqJEPA
-from seqjepa.train import build_bank, build_world, resolve_device
 
 from . import plots
 from .ood import has_ood_option
@@ -328,7 +330,7 @@ def write_report(path: Path, results: dict, log: Callable[[str], None] = print) 
     """eval.json, eval.md and the PNG plots next to the checkpoint, merged with the earlier evaluation of the same
     checkpoint (:func:`merge_results`); returns the table and the plot images of the merged report."""
     merged = merge_results(path, results, log)
-    checkpoint.write_json(path.parent / "eval.json", merged)
+    files.write_json(path.parent / "eval.json", merged)
     per_model = model_results(merged)
     table = format_table(per_model)
     images = {"accuracy_vs_m": plots.accuracy_vs_m(per_model),
@@ -336,7 +338,7 @@ def write_report(path: Path, results: dict, log: Callable[[str], None] = print) 
     figures = []
     for key, img in images.items():
         if img is not None:
-            with checkpoint.atomic_write(path.parent / PLOTS[key], "wb") as fh:
+            with files.atomic_write(path.parent / PLOTS[key], "wb") as fh:
                 img.save(fh, format="PNG")
             figures.append(f"![{key}]({PLOTS[key]})")
         else:  # a plot of an earlier evaluation would now describe numbers eval.json no longer holds
@@ -352,7 +354,7 @@ def write_report(path: Path, results: dict, log: Callable[[str], None] = print) 
     text += "".join(f"- {k}: {v}\n" for k, v in notes.items()) + ("\n" if notes else "")
     text += "\n\n".join(figures) + ("\n\n" if figures else "")
     text += "Protocol: see eval.json (every number carries its own).\n"
-    with checkpoint.atomic_write(path.parent / "eval.md") as fh:
+    with files.atomic_write(path.parent / "eval.md") as fh:
         fh.write(text)
     return {"table": table, "images": images}
 

@@ -26,7 +26,6 @@ from envs.base import World
 from envs.sequences import ViewBank
 
 from .common import draw, frozen
-from .features import uses_actions
 from .plots import bar_row, grid, stack, to_pil
 from .retrieval import sample_with_candidates
 
@@ -53,7 +52,7 @@ def transformation(world: World, action: Tensor) -> list[str]:
 
 
 def _actions(model: nn.Module, actions: Tensor) -> Tensor | None:
-    return model.embed_actions(actions) if uses_actions(model) else None
+    return model.embed_actions(actions)
 
 
 @torch.no_grad()
@@ -142,8 +141,7 @@ def imagination_strips(model: nn.Module, world: World, bank: ViewBank | None, *,
 
 
 def supports_attention(model: nn.Module) -> bool:
-    agg = getattr(model, "aggregate", None)
-    return agg is not None and "return_attention" in inspect.signature(agg).parameters
+    return model.predicts and "return_attention" in inspect.signature(model.aggregate).parameters
 
 
 @torch.no_grad()

@@ -49,8 +49,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from .common import Context, actions_of, frozen, has_predictor, regress, relative
-from .features import uses_actions
+from .common import Context, actions_of, frozen, regress, relative
 
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig
@@ -72,7 +71,7 @@ def views_needed(cfg: EvalConfig) -> int:
 
 
 def skip_reason(ctx: Context) -> str | None:
-    if not has_predictor(ctx.model):
+    if not ctx.model.predicts:
         return "the model has no aggregator/action pathway (encoder-only method)"
     return None
 
@@ -100,7 +99,7 @@ def inputs(model: nn.Module, z: Tensor, actions: Tensor, m: int, condition: str,
                 continue
             zc = z[s:s + CHUNK, :m].to(device)
             ac = actions[s:s + CHUNK, :m].to(device)
-            e = model.embed_actions(ac) if uses_actions(model) else None
+            e = model.embed_actions(ac)
             a_m = e[:, m - 1] if e is not None else ac[:, m - 1].float()
             if condition == "no_vision":
                 zc = torch.zeros_like(zc)
@@ -117,7 +116,7 @@ def run(ctx: Context) -> dict[str, dict]:
     acts_tr = actions_of(ctx.world_train, tr["params"])
     acts_te = actions_of(ctx.world_test, te["params"])
     steps = min(tr["z"].shape[1], te["z"].shape[1])
-    action_input = "e(a_M), the model's action embedding" if uses_actions(ctx.model) else \
+    action_input = "e(a_M), the model's action embedding" if ctx.model.action_embed is not None else \
         "raw a_M (the model has no action embedding)"
     for condition, text in CONDITIONS.items():
         given = "none (no action reaches the head)" if condition == "views_only" else action_input

@@ -28,8 +28,7 @@ from torch import Tensor
 from envs.base import World
 from envs.sequences import Batch, ViewBank, random_policy, rollout
 
-from .common import TEST_SEED_OFFSET, Context, frozen, generator_for, has_predictor
-from .features import uses_actions
+from .common import TEST_SEED_OFFSET, Context, frozen, generator_for
 
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig
@@ -44,7 +43,7 @@ def views_needed(cfg: EvalConfig) -> int:
 
 
 def skip_reason(ctx: Context) -> str | None:
-    if not has_predictor(ctx.model):
+    if not ctx.model.predicts:
         return "the model has no predictor"
     return None
 
@@ -105,7 +104,7 @@ def predicted_ranks(ctx: Context, batch: Batch, cands: Tensor, index: Tensor, m_
     amp = torch.autocast(torch.device(ctx.device).type, dtype=torch.bfloat16, enabled=ctx.autocast)
     with frozen(model), amp:
         z = model.encode(batch.views[:, :max(m_val)])
-        e = model.embed_actions(batch.actions) if uses_actions(model) else None
+        e = model.embed_actions(batch.actions)
         targets = model.encode_target(cands)  # [n, C, D]
         out = {}
         for m in m_val:

@@ -27,6 +27,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
@@ -35,6 +36,7 @@ from torch import nn
 from envs.base import World
 from envs.sequences import ViewBank
 from seqjepa.config import ConfigError
+from seqjepa.registry import Registry
 
 from . import action_use, equivariance, knn, linear_probe, ood, paper, path_integration, retrieval
 from .common import TEST_SEED_OFFSET, Context, base_protocol, common_protocol, sample_features
@@ -43,24 +45,36 @@ from .progress import Progress, wants_bar
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig
 
-SUITES = {m.NAME: m for m in (linear_probe, equivariance, action_use, path_integration, ood, retrieval, knn)}
-SUITE_NAMES = tuple(SUITES)
+# eval.suites / --suite -> the module that runs the suite (NAME, views_needed, skip_reason, run), in the canonical
+# order suites run and report in.
+SUITES: Registry[ModuleType] = Registry("suite", "eval.suites", {m.NAME: m for m in (
+    linear_probe, equivariance, action_use, path_integration, ood, retrieval, knn)})
+SUITE_NAMES = SUITES.names()
 CORE_SUITES = ("linear_probe", "equivariance")  # what evaluate() runs unless told otherwise (the first suite)
 
 
 def resolve_suites(suites: Sequence[str] | Literal["all"] | None, name: str = "--suite") -> list[str]:
     """Suite names in canonical order; ``"all"`` or None = every suite. Raises ConfigError, naming the setting
-    ``name``, on unknown names or an empty list."""
+    ``name``, on an unknown name or an empty list.
+
+    >>> resolve_suites(["knn", "linear_probe"])
+    ['linear_probe', 'knn']
+    >>> resolve_suites(["knn", "nope"], "eval.suites")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    seqjepa.config.ConfigError: eval.suites: unknown suite 'nope'; allowed: all, linear_probe, equivariance, ...
+    """
     if isinstance(suites, str):
         suites = [suites]
     if suites is None or "all" in suites:
-        return list(SUITE_NAMES)
-    unknown = [s for s in suites if s not in SUITES]
-    if unknown or not suites:
-        got = ", ".join(map(repr, unknown)) if unknown else "[]"
-        raise ConfigError(f"{name}: got {got}; allowed: 'all' or one or more of {', '.join(SUITE_NAMES)}"
-                          + ("" if suites else " (train.eval_after=false trains without evaluating)"))
-    return [s for s in SUITE_NAMES if s in suites]
+        return list(SUITES.names())
+    if not suites:
+        raise ConfigError(f"{name}: got []; allowed: all, or one or more of {SUITES.describe()} "
+                          f"(train.eval_after=false trains without evaluating)")
+    for suite in suites:
+        if suite not in SUITES:
+            raise SUITES.unknown(suite, name, extra="all")
+    return [s for s in SUITES if s in suites]
 
 
 def views_needed(cfg: EvalConfig, suites: Sequence[str] | Literal["all"] | None) -> int:

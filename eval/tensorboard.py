@@ -38,7 +38,7 @@ from torch import nn
 from envs.base import World
 from envs.sequences import ViewBank
 
-from .common import generator_for, has_predictor
+from .common import generator_for
 from .inspection import HEADER, attention_image, imagination_strips, projector_points
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def log_inspection(writer: SummaryWriter, model: nn.Module, world: World, cfg: C
     Sequences have M = ``cfg.train.seq_len`` observed views (the trained length); rollouts imagine up to
     ``IMAGINED`` more. Models without a predictor (encoder-only) get nothing.
     """
-    if not has_predictor(model):
+    if not model.predicts:
         log("tensorboard: the model has no predictor; inspection skipped")
         return []
     gen = generator_for(world, bank, seed)

@@ -10,9 +10,9 @@ For the chosen preset (``--set`` overrides apply) it measures, on one device:
   with ``train.batch_size`` episodes;
 * the view-bank sampler: views/s of ``ViewBank.sample`` (batches of ``train.batch_size`` sequences of
   ``seq_len + 1`` views) from a small bank rendered for the benchmark (not the cached training bank);
-* a training step as ``run.py train`` runs it (bf16 autocast, channels_last, fused AdamW on CUDA,
-  ``torch.compile`` as configured): forward, backward, optimizer and EMA update on batches already on the
-  device; the online probes are left out. Views/s count all ``seq_len + 1`` views of each sequence;
+* a training step as ``run.py train`` runs it (``seqjepa.train.train_step``: bf16 autocast, channels_last, fused
+  AdamW on CUDA, ``torch.compile`` as configured): forward, backward, optimizer and EMA update on batches already
+  on the device; the online probes are left out. Views/s count all ``seq_len + 1`` views of each sequence;
 * the same step run the way the official code runs it (fp32, eager, contiguous memory, ``torch.optim.Adam``
   with its defaults, not fused), in the same process, and the ratio of the two.
 
@@ -23,7 +23,6 @@ never goes down, so later rows include earlier ones). It prints a table and writ
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import os
@@ -40,8 +39,10 @@ import envs
 from envs import ViewBank
 
 from .config import Config, apply_overrides, to_dict
+from .data import build_world
+from .device import resolve_device, use_bf16
 from .model import tau_at
-from .train import build_model, build_world, resolve_device, use_bf16, versions
+from .train import build_model, train_step, versions
 
 
 def sync(device: torch.device) -> None:
@@ -86,11 +87,15 @@ def cpu_name() -> str:
 
 
 def world_options(cfg: Config, env_id: str) -> dict:
-    """The preset's world options for its own world; for the others only ``image_size``, where they take it."""
+    """The preset's world options for its own world; for the others only ``image_size``, where they take it (a
+    glimpse no larger than the saccade world's own scene)."""
     if env_id == envs.world_class(cfg.world.env)[0]:
         return dict(cfg.world.options)
-    fields = {f.name for f in dataclasses.fields(envs.WORLDS[env_id].Options)}
-    return {k: v for k, v in cfg.world.options.items() if k == "image_size" and k in fields}
+    defaults = envs.WORLDS[env_id].Options()
+    size = cfg.world.options.get("image_size")
+    if size is None or not hasattr(defaults, "image_size") or size > getattr(defaults, "scene_size", size):
+        return {}
+    return {"image_size": size}
 
 
 def bench_world(world: envs.World, n: int, device: torch.device, *, warmup: int, repeats: int) -> dict:
@@ -136,12 +141,8 @@ def make_step(cfg: Config, world: envs.World, device: torch.device, *, official:
     tau = tau_at(0, cfg.train.steps, cfg.model.tau_base)
 
     def step(batch: envs.Batch) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = forward(batch.views, batch.actions)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        optimizer.step()
-        model.update_target(tau)
+        train_step(batch, forward=forward, model=model, optimizer=optimizer, lr=cfg.optim.lr, tau=tau, bf16=bf16,
+                   device=device)
 
     how["params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return step, how

@@ -1,13 +1,12 @@
-"""Checkpoints and the other files a run writes: written atomically, checkpoints read with ``weights_only=True``.
+"""Checkpoints: written atomically, read with ``weights_only=True``, checked finite.
 
 A checkpoint holds everything needed to continue a run exactly where it stopped: model (with the EMA target),
 optimizer, online probe heads and their optimizer, the step, the resolved config and every RNG (torch's global
 generator, CUDA's, and the world's sequence generator). Nothing in it is pickled code, so it loads with
 ``weights_only=True``; a file that needs more than that is refused, and a damaged one is reported by name.
 
-Every file goes through :func:`atomic_write`: a temporary ``.NAME.tmp<PID>`` beside it, fsync, rename. A process
-killed at any moment leaves the previous file or the new one, never a partial one; the temporary file it may
-leave behind is removed by the next run in that folder (:func:`remove_stale_temps`).
+Every file goes through :func:`seqjepa.files.atomic_write` (temporary file, fsync, rename): a process killed at any
+moment leaves the previous checkpoint or the new one, never a partial one.
 
 >>> save({"step": 3}, "runs/demo/latest.pt")     # doctest: +SKIP
 >>> load("runs/demo/latest.pt")["step"]          # doctest: +SKIP
@@ -16,98 +15,24 @@ leave behind is removed by the next run in that folder (:func:`remove_stale_temp
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import pickle
-import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
+
+from . import files
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, carries pickled code, or does not fit the run that reads it."""
 
 
-TEMP = re.compile(r"^\..+\.tmp(\d+)$")  # the name atomic_write gives its temporary file
-
-
 def first_line(e: BaseException) -> str:
     lines = [line for line in str(e).splitlines() if line.strip()]
     return lines[0] if lines else type(e).__name__
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:  # makes the rename itself durable; not every filesystem lets a folder be opened
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside ``path`` for writing; on a clean exit it replaces ``path`` (fsync, rename).
-
-    On an exception the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.filename is not None:
-            raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e  # a full disk, named by the file it hit
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """``data`` as indented JSON, atomically."""
-    with atomic_write(path) as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-
-
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that killed writers left in ``folder`` (those of live processes stay)."""
-    removed = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for p in folder.iterdir():
-        m = TEMP.match(p.name)
-        if not m or not p.is_file() or _alive(int(m.group(1))):
-            continue
-        p.unlink(missing_ok=True)
-        removed.append(p)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process has no write in progress when it cleans up
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's process (or an odd name): leave its file alone
-    return True
 
 
 def save(state: dict[str, Any], path: str | os.PathLike, *, previous: str | os.PathLike | None = None) -> None:
@@ -117,24 +42,10 @@ def save(state: dict[str, Any], path: str | os.PathLike, *, previous: str | os.P
     ``previous`` either its predecessor or the one before.
     """
     path = Path(path)
-    with atomic_write(path, "wb") as fh:
+    with files.atomic_write(path, "wb") as fh:
         torch.save(state, fh)
         if previous is not None and path.is_file():
-            keep(path, Path(previous))
-
-
-def keep(src: Path, dst: Path) -> None:
-    """Make ``dst`` a copy of ``src`` atomically: a hard link (no bytes copied), or a copy where links fail."""
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+            files.keep(path, Path(previous))
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

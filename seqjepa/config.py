@@ -237,21 +237,28 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
-def help_lines(cls: type, prefix: str = "", values: Any = None) -> list[str]:
+def help_lines(cls: type, prefix: str = "", values: Any = None, allowed: dict[str, str] | None = None) -> list[str]:
     """One line per field: ``section.key = value  [allowed]  help``. Used by ``--help``.
 
     ``values``: an instance whose values are shown (e.g. a preset's Config); default: the class defaults.
+    ``allowed``: ``{"section.key": "what it takes"}`` for fields whose values a registry above this layer knows
+    (``model.method``, ``world.env``, ...): the caller that knows it fills the brackets.
+
+    >>> help_lines(WorldConfig, "world.", allowed={"world.agent": "one of random, sweep"})[-2].split("  ")[2]
+    '[one of random, sweep]'
     """
     lines = []
     hints = typing.get_type_hints(cls)
     values = cls() if values is None else values
+    allowed = allowed or {}
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            lines.extend(help_lines(hint, f"{prefix}{f.name}.", getattr(values, f.name)))
+            lines.extend(help_lines(hint, f"{prefix}{f.name}.", getattr(values, f.name), allowed))
             continue
-        lines.append(f"  {prefix}{f.name} = {json.dumps(getattr(values, f.name))}  "
-                     f"[{describe_allowed(f, hint)}]  {f.metadata.get('help', '')}")
+        name = f"{prefix}{f.name}"
+        lines.append(f"  {name} = {json.dumps(getattr(values, f.name))}  "
+                     f"[{allowed.get(name) or describe_allowed(f, hint)}]  {f.metadata.get('help', '')}")
     return lines
 
 
@@ -311,16 +318,14 @@ MAX_WIDTH = 1024
 MAX_LR = 10.0
 MAX_SEED = 2**32 - 1
 
-# The training methods `model.method` can name; each maps to a class in seqjepa.baselines.METHODS (kept here as
-# a literal so the config needs no torch import; a test checks the two agree).
-METHODS = ("seqjepa", "simclr", "byol", "vicreg", "vicreg_traj", "sen", "equimod", "sie", "cond_byol", "conv_jepa")
-
 
 @dataclass
 class ModelConfig:
     """The network: seq-JEPA (paper §2.2) or one of the baselines (paper §3.1), on the same encoder."""
+    # Its names are seqjepa.baselines.METHODS, a layer above this one: a name is checked when the network is built
+    # (exit 2 from run.py, before any world), and run.py's --help lists them.
     method: str = opt("seqjepa", "what to train: seq-JEPA or a baseline (same encoder, loop and evaluation); "
-                                 "the baselines read depth, width, stem, act_dim, ema and tau_base", choices=METHODS)
+                                 "the baselines read depth, width, stem, act_dim, ema and tau_base")
     method_options: dict = opt({}, "the baseline's own settings (projector widths, temperatures, loss weights), "
                                    "on top of its preset; set with model.method_options.NAME=VALUE")
     depth: Literal[10, 18, 34] = opt(18, "ResNet depth (10 = one block per stage)")
@@ -384,7 +389,7 @@ class EvalConfig:
     m_val: list[int] = opt([1, 2, 3, 4, 5], "M_val values for the z_agg linear probe", ge=1, min_items=1)
     train_sequences: int = opt(4000, "probe training sequences (from the world's train split)", ge=16)
     test_sequences: int = opt(1000, "probe test sequences (from the world's test split)", ge=16)
-    linear_epochs: int = opt(100, "epochs of linear probes (paper: 300)", ge=1)
+    linear_epochs: int = opt(100, "epochs of linear classifiers (paper: 300); linear regressors are fitted exactly", ge=1)
     mlp_epochs: int = opt(100, "epochs of MLP regression heads (paper: 300)", ge=1)
     lr: float = opt(1e-3, "Adam learning rate of the probes (paper: Adam defaults)", gt=0.0, le=MAX_LR)
     batch_size: int = opt(256, "probe batch size (paper: 256)", ge=1)
@@ -395,8 +400,7 @@ class EvalConfig:
     seed: int = opt(0, "seed for probe data and heads", ge=0, le=MAX_SEED)
     random_init_baseline: bool = opt(True, "also evaluate the same network at random initialisation")
     suites: list[str] = opt(["all"], "suites run after training and by `run.py eval` without --suite: all, or "
-                                     "names from linear_probe, equivariance, action_use, path_integration, ood, retrieval, "
-                                     "knn")
+                                     "suite names (eval.suite.SUITES)")
 
 
 @dataclass
@@ -418,7 +422,7 @@ PRESETS: dict[str, dict] = {
     # A few seconds: tests and a first look.
     "smoke": {
         "world": {"bank_objects": 32, "bank_views": 6},
-        "world_options": {OBJECTS: {"image_size": 32, "num_categories": 4}, AUGMENTATIONS: {"image_size": 32},
+        "world_options": {OBJECTS: {"image_size": 32, "num_classes": 4}, AUGMENTATIONS: {"image_size": 32},
                           IEBENCH: {"image_size": 32}},
         "model": {"depth": 10, "width": 8, "stem": "cifar", "act_dim": 16, "agg_layers": 1, "agg_heads": 2,
                   "pred_hidden": 64},
@@ -437,7 +441,7 @@ PRESETS: dict[str, dict] = {
         # protocol: the encoder must discard them, so what is left to predict is the pose), and 20 categories keep
         # z_agg off its ceiling so that its rise with M_val can show (docs/results.md).
         "world": {"bank_objects": 1000, "bank_views": 8, "live_chunk": 8},
-        "world_options": {OBJECTS: {"image_size": 32, "rotation_range": 0.785, "pose_paint": 1.0, "num_categories": 20},
+        "world_options": {OBJECTS: {"image_size": 32, "rotation_range": 0.785, "pose_paint": 1.0, "num_classes": 20},
                           SACCADES: {"scene_size": 64}, AUGMENTATIONS: {"image_size": 32},
                           IEBENCH: {"image_size": 32}},
         # Width 8 and 2000 steps cost what width 16 and 1500 did, and its random init reads no pose (relative
@@ -455,7 +459,7 @@ PRESETS: dict[str, dict] = {
     "paper": {
         # 12 views per object (3DIEBench ships 50): 41,920 x 12 views at 128² is a 25 GiB bank; 50 would be 103 GiB.
         "world": {"bank_objects": 41920, "bank_views": 12},
-        "world_options": {OBJECTS: {"image_size": 128, "num_categories": 55}, AUGMENTATIONS: {"image_size": 128},
+        "world_options": {OBJECTS: {"image_size": 128, "num_classes": 55}, AUGMENTATIONS: {"image_size": 128},
                           IEBENCH: {"image_size": 128}},
         "model": {},
         "optim": {"lr": 4e-4, "weight_decay": 1e-3, "warmup_steps": 1640},  # 20 epochs of 82 steps

@@ -23,7 +23,6 @@ The encoder outputs z_i are the equivariant representation, z_agg the invariant 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from seqjepa.encoder import ResNet, prepare_views
+from seqjepa.method import Method, Output
 
 if TYPE_CHECKING:
     from seqjepa.config import ModelConfig
@@ -42,15 +41,6 @@ ActCond = Literal["both", "predictor", "transformer", "none"]
 ACT_CONDS = ("both", "predictor", "transformer", "none")
 ActionBN = Literal["3diebench", "augmentations", "saccades"]
 ACTION_BNS = ("3diebench", "augmentations", "saccades")
-
-
-def normalisation_from_buffers(module: nn.Module, incompatible_keys=None) -> None:
-    """load_state_dict post-hook of SeqJEPA and the baselines: ``hparams`` mean/std follow the loaded buffers.
-
-    A resumed run keeps the normalisation its weights were trained with, even where its world now declares another
-    one, and the checkpoints it writes next must say so."""
-    module.hparams["mean"] = [float(v) for v in module.mean.flatten().tolist()]
-    module.hparams["std"] = [float(v) for v in module.std.flatten().tolist()]
 
 
 def tau_at(step: int, total_steps: int, tau_base: float) -> float:
@@ -120,7 +110,7 @@ class Aggregator(nn.Module):
         return w / w.sum(dim=-1, keepdim=True)
 
 
-class SeqJEPA(nn.Module):
+class SeqJEPA(Method):
     """The seq-JEPA network (paper §2.2; official ``SeqJEPA_Transforms``).
 
     ``act_cond`` picks where actions enter (paper Table 4): "both" (tokens and predictor, the paper's model),
@@ -145,13 +135,15 @@ class SeqJEPA(nn.Module):
     Eval mode does not depend on it. Code that embeds actions itself (:meth:`embed_actions`) batches as it likes.
     """
 
+    predicts = True
+    no_decay = ("agg_token", "pos_emb")
+
     def __init__(self, *, action_dim: int, depth: Literal[10, 18, 34] = 18, width: int = 64,
                  stem: Literal["imagenet", "cifar"] = "imagenet", act_dim: int = 128, agg_layers: int = 3,
                  agg_heads: int = 4, agg_ff_mult: int = 4, dropout: float = 0.1, pos_emb: bool = False,
                  pred_hidden: int = 1024, act_cond: ActCond = "both", ema: bool = True,
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25),
                  action_bn: ActionBN = "3diebench"):
-        super().__init__()
         if act_cond not in ACT_CONDS:
             raise ValueError(f"act_cond: got {act_cond!r}; allowed: one of {', '.join(map(repr, ACT_CONDS))}")
         if action_bn not in ACTION_BNS:
@@ -159,28 +151,21 @@ class SeqJEPA(nn.Module):
         if act_cond != "none" and (action_dim < 1 or act_dim < 1):
             raise ValueError(f"action_dim and act_dim must be >= 1 with act_cond={act_cond!r}; "
                              f"got {action_dim} and {act_dim}")
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"mean and std need 3 values (RGB); got {mean!r} and {std!r}")
+        super().__init__(depth=depth, width=width, stem=stem, mean=mean, std=std)
         self.hparams = dict(action_dim=action_dim, depth=depth, width=width, stem=stem, act_dim=act_dim,
                             agg_layers=agg_layers, agg_heads=agg_heads, agg_ff_mult=agg_ff_mult, dropout=dropout,
                             pos_emb=pos_emb, pred_hidden=pred_hidden, act_cond=act_cond, ema=ema,
                             mean=[float(m) for m in mean], std=[float(s) for s in std], action_bn=action_bn)
         self.act_cond = act_cond
         self.action_bn = action_bn
-        self.channels_last = False  # set by the trainer; prepare() then hands the encoder channels_last images
-
-        self.encoder = ResNet(depth=depth, width=width, stem=stem, zero_init_residual=True)
-        self.dim = D = self.encoder.out_dim
+        D = self.dim
         self.act_dim = act_dim if act_cond != "none" else 0  # width of the action slot of tokens and predictor
         self.d_model = D + self.act_dim
         if self.d_model % agg_heads:
             raise ValueError(f"agg_heads={agg_heads} must divide the token width d_model = {D} (8·width) + "
                              f"{self.act_dim} (act_dim) = {self.d_model}")
 
-        self.target_encoder = None
-        if ema:
-            self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.action_embed = None
+        self.add_target("encoder", ema)
         if act_cond != "none":
             # No affine: BN only standardises the projected actions (official action_proj).
             self.action_embed = nn.Sequential(nn.Linear(action_dim, act_dim, bias=False),
@@ -190,9 +175,10 @@ class SeqJEPA(nn.Module):
         self.predictor = nn.Sequential(nn.Linear(self.d_model + self.act_dim, pred_hidden, bias=False),
                                        nn.BatchNorm1d(pred_hidden), nn.ReLU(inplace=True),
                                        nn.Linear(pred_hidden, D))
-        self.register_buffer("mean", torch.tensor(self.hparams["mean"]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.hparams["std"]).view(1, 3, 1, 1))
-        self.register_load_state_dict_post_hook(normalisation_from_buffers)
+
+    @property
+    def agg_dim(self) -> int:
+        return self.d_model
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, *, action_dim: int, mean: Sequence[float] = (0.5, 0.5, 0.5),
@@ -205,20 +191,6 @@ class SeqJEPA(nn.Module):
                    ema=cfg.ema, mean=mean, std=std, action_bn=action_bn)
 
     # -- the pieces, usable on their own by evaluation code ----------------------------------------------------
-
-    def prepare(self, views: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, T, 3, H, W] → normalised float [B·T, 3, H, W] on the model's device."""
-        return prepare_views(views, self.mean, self.std, self.channels_last)
-
-    def encode(self, views: torch.Tensor) -> torch.Tensor:
-        """Online encoder: uint8 [B, T, 3, H, W] → z [B, T, D]."""
-        return rearrange(self.encoder(self.prepare(views)), "(b t) d -> b t d", b=views.shape[0])
-
-    @torch.no_grad()
-    def encode_target(self, views: torch.Tensor) -> torch.Tensor:
-        """Target encoder (the EMA copy, or the online encoder when EMA is off), no gradient: [B, T, D]."""
-        f = self.target_encoder if self.target_encoder is not None else self.encoder
-        return rearrange(f(self.prepare(views)), "(b t) d -> b t d", b=views.shape[0])
 
     def embed_actions(self, actions: torch.Tensor) -> torch.Tensor | None:
         """[B, T, A] actions → e [B, T, act_dim]; None when act_cond == "none".
@@ -278,7 +250,7 @@ class SeqJEPA(nn.Module):
 
     # -- training ------------------------------------------------------------------------------------------------
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, M+1, 3, H, W] (the last is the target), actions [B, M, A] (a_i: view i → i+1).
 
         Returns loss (scalar), z [B, M, D] (online, with grad), z_agg [B, d_model], z_hat [B, D], target [B, D].
@@ -297,31 +269,7 @@ class SeqJEPA(nn.Module):
         z_hat = self.predict(z_agg, e_next)
         # float32 so the loss is safe under bf16 autocast.
         loss = 1.0 - F.cosine_similarity(z_hat.float(), target.float(), dim=-1).mean()
-        return dict(loss=loss, z=z, z_agg=z_agg, z_hat=z_hat, target=target)
-
-    @torch.no_grad()
-    def update_target(self, tau: float) -> None:
-        """EMA step θ_t ← τ·θ_t + (1−τ)·θ over parameters; no-op without EMA.
-
-        The target's BN buffers stay its own: it runs in train mode on the target views, as the official code.
-        """
-        if self.target_encoder is None:
-            return
-        target, online = list(self.target_encoder.parameters()), list(self.encoder.parameters())
-        torch._foreach_mul_(target, tau)
-        torch._foreach_add_(target, online, alpha=1.0 - tau)
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: decay on weight matrices/kernels only; none on biases, norms, 1-d params, [AGG], pos_emb."""
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            if p.ndim < 2 or name.endswith(("agg_token", "pos_emb")):
-                no_decay.append(p)
-            else:
-                decay.append(p)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return Output(loss=loss, z=z, z_agg=z_agg, z_hat=z_hat, target=target)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,9 @@ import envs
 from seqjepa import checkpoint
 from seqjepa.config import apply_overrides
 from seqjepa.model import SeqJEPA, action_use, derangement, evaluating, uses_next_action
-from seqjepa.train import HeldOutMonitor, OnlineProbes, build_model, build_world, train
+from seqjepa.data import build_world
+from seqjepa.monitor import HeldOutMonitor, OnlineProbes
+from seqjepa.train import build_model, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -106,7 +108,7 @@ def test_online_r2_reads_the_relative_rotation_from_features_that_hold_it():
     # [z_1, z_2] holding both views' rotation matrices (plus noise dimensions): the regressor, trained online on
     # batches of 32 and scored on held-out pairs, reads the relative quaternion, w (mean ~0.86, std ~0.1) included.
     # The equivariance suite's MLP reads 0.98 from such features.
-    world = envs.make_world("seqjepa/RotatingObjects-v0", image_size=16, num_categories=2, rotation_range=0.785)
+    world = envs.make_world("seqjepa/RotatingObjects-v0", image_size=16, num_classes=2, rotation_range=0.785)
     from envs import rotations as rt
     g = torch.Generator().manual_seed(0)
 

@@ -15,8 +15,8 @@ from envs import rotations as rt
 from conftest import ROOT
 
 WORLD_OPTIONS = {
-    "seqjepa/RotatingObjects-v0": dict(image_size=16, num_categories=2, instances=3),
-    "seqjepa/Saccades-v0": dict(scene_size=48, glimpse=16, num_classes=2, per_class=2),
+    "seqjepa/RotatingObjects-v0": dict(image_size=16, num_classes=2, instances=3),
+    "seqjepa/Saccades-v0": dict(scene_size=48, image_size=16, num_classes=2, per_class=2),
     "seqjepa/Augmentations-v0": dict(image_size=16, num_classes=3, per_class=4),
 }
 FITS = {"random": list(WORLD_OPTIONS), "saliency": ["seqjepa/Saccades-v0"],
@@ -89,6 +89,7 @@ class ExactToy:
     """A stand-in world model whose 'views' already are embeddings: the encoder and the action embedding are the
     identity and the aggregate is the last token; subclasses give the exact transition as ``predict``."""
     action_embed = True
+    predicts = True
 
     def encode(self, views):
         return views
@@ -248,7 +249,7 @@ def test_plan_active_vision_on_saccades(smoke_cfg, tmp_path, monkeypatch):
     from eval import progress
     ckpt = _train_smoke(smoke_cfg, tmp_path, "sac", [
         "world.env=seqjepa/Saccades-v0", "world.options={}", "world.options.scene_size=48",
-        "world.options.glimpse=16", "world.options.num_classes=2", "world.options.per_class=4"])
+        "world.options.image_size=16", "world.options.num_classes=2", "world.options.per_class=4"])
     pc = PlanConfig(episodes=6, horizons=(1,), candidates=6, iterations=1, restarts=2, grad_steps=2,
                     glimpses=(1, 3), probe_sequences=16, active_sequences=6, probe_epochs=2, active_candidates=4)
     monkeypatch.setattr(progress, "EVERY", 0.0)  # without a terminal each long step logs what it is doing

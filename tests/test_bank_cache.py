@@ -83,7 +83,7 @@ def _cifar(d: Path) -> tuple[dict, Path, Callable[[Path], None]]:
 
 def _stl10(d: Path) -> tuple[dict, Path, Callable[[Path], None]]:
     write_stl10(d)
-    return (dict(source="stl10", root=str(d), scene_size=32, glimpse=8, fixations="uniform"), d / "train_X.bin",
+    return (dict(source="stl10", root=str(d), scene_size=32, image_size=8, fixations="uniform"), d / "train_X.bin",
             lambda p: p.write_bytes(np.full(p.stat().st_size, 77, np.uint8).tobytes()))
 
 
@@ -91,7 +91,8 @@ def _saliency_file(d: Path) -> tuple[dict, Path, Callable[[Path], None]]:
     maps = np.zeros((4, 1, 32, 32), np.float32)
     maps[:, 0, 8, 8] = 1.0  # every first fixation on one pixel; the change moves it
     np.save(d / "saliency_train.npy", maps)
-    return (dict(num_classes=2, per_class=2, scene_size=32, glimpse=8, saliency_maps=str(d / "saliency_{split}.npy")),
+    return (dict(num_classes=2, per_class=2, scene_size=32, image_size=8,
+                 saliency_maps=str(d / "saliency_{split}.npy")),
             d / "saliency_train.npy", lambda p: np.save(p, np.roll(maps, (12, 16), axis=(2, 3))))
 
 
@@ -123,7 +124,7 @@ def test_changed_files_give_a_new_key_and_a_new_bank(source, tmp_path):
 def test_worlds_without_files_keep_their_keys():
     world = small_world()
     assert world.data_fingerprint() is None
-    assert Saccades(num_classes=2, per_class=2, scene_size=32, glimpse=8).data_fingerprint() is None
+    assert Saccades(num_classes=2, per_class=2, scene_size=32, image_size=8).data_fingerprint() is None
     assert Augmentations(image_size=16, num_classes=2, per_class=2).data_fingerprint() is None
     spec = {"world": OBJECTS, "options": dataclasses.asdict(world.options), "objects": 3, "views": 2, "seed": 0,
             "format": BANK_FORMAT}  # the key before data fingerprints: their cached banks are still found
@@ -199,16 +200,15 @@ def test_stale_temp_files_of_the_key_are_removed_and_live_ones_kept(tmp_path):
     key, other_key = ViewBank.key(OBJECTS, world, 3, 2, 0), ViewBank.key(OBJECTS, world, 3, 2, 1)
     host, dead, old = socket.gethostname(), dead_pid(), time.time() - STALE_TEMP_SECONDS - 60
     files = {  # name -> removed?
-        f"bank-{key}.pt.tmp{dead}@{host}": True,                # its process is gone
-        f"bank-{key}.tmp{dead}": True,                          # the older versions' name
-        f"bank-{key}.pt.tmp{os.getppid()}@{host}": False,       # a save in progress in another process here
-        f"bank-{key}.pt.tmp{dead}@elsewhere": False,            # a host whose processes cannot be seen, written lately
-        f"bank-{key}.pt.tmp{dead + 1}@elsewhere.old": True,      # ... and untouched for longer than a save takes
-        f"bank-{other_key}.pt.tmp{dead}@{host}": False,         # another bank's: not this build's business
+        f".bank-{key}.pt.tmp{dead}@{host}": True,               # its process is gone
+        f".bank-{key}.pt.tmp{os.getppid()}@{host}": False,      # a save in progress in another process here
+        f".bank-{key}.pt.tmp{dead}@elsewhere": False,           # a host whose processes cannot be seen, written lately
+        f".bank-{key}.pt.tmp{dead + 1}@elsewhere.old": True,     # ... and untouched for longer than a save takes
+        f".bank-{other_key}.pt.tmp{dead}@{host}": False,        # another bank's: not this build's business
     }
     for name in files:
         (tmp_path / name).write_bytes(b"partial")
-    os.utime(tmp_path / f"bank-{key}.pt.tmp{dead + 1}@elsewhere.old", (old, old))
+    os.utime(tmp_path / f".bank-{key}.pt.tmp{dead + 1}@elsewhere.old", (old, old))
     ViewBank.cached(OBJECTS, world, objects=3, views=2, seed=0, cache_dir=str(tmp_path))
     for name, removed in files.items():
         assert (tmp_path / name).exists() != removed, name
@@ -222,9 +222,9 @@ def test_a_save_killed_midway_leaves_a_temp_file_that_the_next_build_removes(tmp
         import envs
         from envs.sequences import ViewBank
 
-        def killed_midway(obj, path):  # half a file written, then kill -9
-            with open(path, "wb") as f:
-                f.write(b"PK partial bank")
+        def killed_midway(obj, f):  # half a file written, then kill -9
+            f.write(b"PK partial bank")
+            f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
         torch.save = killed_midway
@@ -234,20 +234,21 @@ def test_a_save_killed_midway_leaves_a_temp_file_that_the_next_build_removes(tmp
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr
     [left] = list(tmp_path.iterdir())
-    assert re.fullmatch(r"bank-\w+\.pt\.tmp\d+@.+", left.name) and not bank_files(tmp_path)
+    assert re.fullmatch(r"\.bank-\w+\.pt\.tmp\d+@.+", left.name) and not bank_files(tmp_path)
     bank = ViewBank.cached(OBJECTS, small_world(), objects=3, views=2, seed=0, cache_dir=str(tmp_path))
     assert [p.name for p in tmp_path.iterdir()] == [bank_files(tmp_path)[0].name]
     assert bank.views.shape == (3, 2, 3, 16, 16)
 
 
 def test_a_failed_save_leaves_nothing(tmp_path, monkeypatch):
-    def disk_full(obj, path):
-        Path(path).write_bytes(b"partial")
+    def disk_full(obj, f):
+        f.write(b"partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as e:
         ViewBank.cached(OBJECTS, small_world(), objects=3, views=2, seed=0, cache_dir=str(tmp_path))
+    assert e.value.filename is not None and Path(e.value.filename).name.startswith("bank-")  # named by its file
     assert list(tmp_path.iterdir()) == []
 
 
@@ -284,7 +285,7 @@ def _tiny_without_wnids(d: Path) -> dict:
 
 
 def _no_saliency_file(d: Path) -> dict:
-    return dict(num_classes=2, per_class=2, scene_size=32, glimpse=8, saliency_maps=str(d / "maps_{split}.npy"))
+    return dict(num_classes=2, per_class=2, scene_size=32, image_size=8, saliency_maps=str(d / "maps_{split}.npy"))
 
 
 def _bank_in(cache_dir: str) -> None:

@@ -87,7 +87,9 @@ def test_action_use_sees_actions_only_where_the_predictor_reads_them(smoke_cfg, 
 def test_view_diagnostics_effective_rank_counts_equal_directions_and_the_ceiling_runs(smoke_cfg):
     import torch
 
-    from seqjepa.train import build_bank, build_model, build_world
+    from seqjepa.data import build_bank, build_world
+
+    from seqjepa.train import build_model
 
     vd = load("view_diagnostics")
     basis = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(0)))[0]
@@ -115,12 +117,13 @@ def test_supervised_equivariance_reads_a_visible_action_and_not_a_hidden_one(tmp
 
     from envs.sequences import ViewBank
     from seqjepa.config import apply_overrides, preset
-    from seqjepa.train import build_bank, build_model, build_world
+    from seqjepa.data import build_bank, build_world
+    from seqjepa.train import build_model
 
     vd = load("view_diagnostics")
     smoke_cfg = preset("smoke", "seqjepa/Saccades-v0")
     apply_overrides(smoke_cfg, [f"world.cache_dir={tmp_path}", "world.options.scene_size=32",
-                                "world.options.glimpse=16", "world.options.per_class=20",
+                                "world.options.image_size=16", "world.options.per_class=20",
                                 "world.options.num_classes=4", "world.bank_objects=80", "world.bank_views=4"])
     world = build_world(smoke_cfg, torch.device("cpu"), "train")
     train = build_bank(smoke_cfg, world, "train", lambda m: None)

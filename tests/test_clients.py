@@ -30,13 +30,13 @@ PROCEDURAL_IDS = [i for i in WORLD_IDS if not getattr(envs.WORLDS[i], "needs_dat
 # Small, fast settings per world (views of 16 px, few images), for everything but SB3.
 FAST = {"seqjepa/RotatingObjects-v0": {"image_size": 16},
         "seqjepa/Augmentations-v0": {"image_size": 16, "per_class": 2},
-        "seqjepa/Saccades-v0": {"scene_size": 48, "glimpse": 16, "per_class": 2}}
+        "seqjepa/Saccades-v0": {"scene_size": 48, "image_size": 16, "per_class": 2}}
 
 # SB3's CnnPolicy (NatureCNN) needs views of at least 36 px; Augmentations' and Saccades' defaults are 32 px (the
 # paper's CIFAR and glimpse sizes), so the size is passed as SB3 users would, through env_kwargs (README).
 SB3_KWARGS = {"seqjepa/RotatingObjects-v0": {"image_size": 36},
               "seqjepa/Augmentations-v0": {"image_size": 36, "per_class": 4},
-              "seqjepa/Saccades-v0": {"scene_size": 64, "glimpse": 36, "per_class": 4}}
+              "seqjepa/Saccades-v0": {"scene_size": 64, "image_size": 36, "per_class": 4}}
 
 
 def options(env_id: str) -> dict:

@@ -28,7 +28,7 @@ def test_preset_for_another_world_keeps_only_its_options():
     assert cfg.world.env == "seqjepa/Augmentations-v0" and cfg.world.options == {"image_size": 32}
     assert preset("cpu", "seqjepa/Saccades-v0").world.options == {"scene_size": 64}
     assert preset("cpu").world.options == {"image_size": 32, "rotation_range": 0.785, "pose_paint": 1.0,
-                                           "num_categories": 20}  # its own world's
+                                           "num_classes": 20}  # its own world's
 
 
 @pytest.mark.parametrize("override, fragment", [

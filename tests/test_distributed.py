@@ -24,7 +24,8 @@ from conftest import ROOT
 from seqjepa import checkpoint
 from seqjepa import distributed as ddp
 from seqjepa.config import apply_overrides
-from seqjepa.train import resume_streams, train
+from seqjepa.data import resume_streams
+from seqjepa.train import train
 
 TOL = 1e-5  # max |Δ| of any parameter or buffer after 4 steps, ZERO_GRADIENT aside (see the module docstring)
 TOL_PROBES = 1e-4  # the online probes read z_agg, which carries the LayerNorm-bias difference (measured: 7e-6)
@@ -86,7 +87,7 @@ def test_two_processes_match_one(runs):
 def test_one_process_resumes_a_two_process_checkpoint(runs):
     """With ddp_data=shared the resumed single process continues the very stream the 2 processes drew."""
     from envs import SequenceSource
-    from seqjepa.train import build_bank, build_world
+    from seqjepa.data import build_bank, build_world
 
     tmp, cfg, _ = runs
     shutil.copytree(tmp / "two", tmp / "two_then_one")
@@ -173,7 +174,7 @@ def test_global_batchnorm_and_gather_with_grad_match_one_process(tmp_path):
 
 
 def test_bank_device_auto_keeps_a_bank_that_fits_on_the_gpu(smoke_cfg, monkeypatch):
-    from seqjepa.train import bank_device, build_world
+    from seqjepa.data import bank_device, build_world
 
     world = build_world(smoke_cfg, torch.device("cpu"), "train")
     size = smoke_cfg.world.bank_objects * smoke_cfg.world.bank_views * 3 * 32 * 32  # uint8 views, 32²

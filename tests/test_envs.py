@@ -170,7 +170,7 @@ def test_view_bank_cache_is_keyed_by_settings(tmp_path):
 
 
 # Small settings per world, so that each trains in seconds (the smoke preset does the rest).
-FAST = {"seqjepa/Saccades-v0": ["world.options.scene_size=48", "world.options.glimpse=16",
+FAST = {"seqjepa/Saccades-v0": ["world.options.scene_size=48", "world.options.image_size=16",
                                 "world.options.per_class=4"],
         "seqjepa/Augmentations-v0": ["world.options.per_class=4"]}
 

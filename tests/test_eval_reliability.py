@@ -179,7 +179,8 @@ def test_every_constructor_setting_has_declared_bounds():
     import inspect
 
     from eval.from_checkpoint import WorldHparams, model_class
-    from seqjepa.config import METHODS, ModelConfig
+    from seqjepa.baselines import METHODS
+    from seqjepa.config import ModelConfig
 
     declared = {f.name for f in dataclasses.fields(ModelConfig)} | {f.name for f in dataclasses.fields(WorldHparams)}
     for method in METHODS:

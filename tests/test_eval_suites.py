@@ -16,7 +16,8 @@ from eval.suite import SUITE_NAMES, evaluate, resolve_suites, suite_of
 from seqjepa.config import EvalConfig, preset
 from seqjepa.model import SeqJEPA
 
-PROTOCOL_KEYS = {"probe", "epochs", "lr", "batch_size", "views", "sampling", "seed"}
+PROTOCOL_KEYS = {"probe", "views", "sampling", "seed"}
+TRAINED_HEAD_KEYS = {"epochs", "lr", "batch_size"}  # every probe but the exact linear regressor
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models
@@ -116,7 +117,8 @@ def test_all_suites_run_with_protocols_and_frozen_bn(short_paths):
     assert expected <= keys, expected - keys
     for name, entry in res["metrics"].items():
         assert isinstance(entry["value"], float), name
-        assert PROTOCOL_KEYS <= set(entry["protocol"]), (name, PROTOCOL_KEYS - set(entry["protocol"]))
+        need = PROTOCOL_KEYS | (set() if entry["protocol"].get("head") == "linear" else TRAINED_HEAD_KEYS)
+        assert need <= set(entry["protocol"]), (name, need - set(entry["protocol"]))
     assert res["metrics"]["ood/equivariance/position"]["protocol"]["test_world"].endswith("ood=True)")
     assert res["metrics"]["path_integration/position/no_vision/M=2"]["protocol"]["condition"] == "no_vision"
     assert 0 < res["metrics"]["retrieval/M=1/mrr"]["value"] <= 1
@@ -397,5 +399,5 @@ def test_cli_rejects_an_unknown_suite_in_one_line():
 
     r = subprocess.run([sys.executable, str(ROOT / "run.py"), "eval", "--ckpt", "x.pt", "--suite", "bogus"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 2 and "--suite: got 'bogus'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "--suite: unknown suite 'bogus'" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -17,9 +17,9 @@ from seqjepa.config import apply_overrides
 from seqjepa.train import train
 
 PROCEDURAL = [w for w in sorted(envs.WORLDS) if "3DIEBench" not in w]  # 3DIEBench reads JPEGs from disk
-SMALL = {"seqjepa/RotatingObjects-v0": dict(image_size=16, num_categories=2, instances=4),
+SMALL = {"seqjepa/RotatingObjects-v0": dict(image_size=16, num_classes=2, instances=4),
          "seqjepa/Augmentations-v0": dict(image_size=16, per_class=2, num_classes=2),
-         "seqjepa/Saccades-v0": dict(scene_size=32, glimpse=8, per_class=2, num_classes=2, ior_radius=4)}
+         "seqjepa/Saccades-v0": dict(scene_size=32, image_size=8, per_class=2, num_classes=2, ior_radius=4)}
 
 
 def small_world(env_id: str) -> envs.World:

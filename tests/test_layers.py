@@ -1,9 +1,9 @@
 """Layers point one way: every import of the project's own modules (those inside functions too) goes down.
 
-    options (seqjepa.config)
+    options (seqjepa.config, and seqjepa.registry, the one registry class every named set uses)
       -> worlds and the policies that collect their data (envs, agents' data policies)
-      -> the model and its metrics (seqjepa.model, encoder, metrics, baselines)
-      -> training (seqjepa.train, checkpoint, distributed, bench)
+      -> the model and its metrics (seqjepa.method, model, encoder, metrics, baselines)
+      -> training (seqjepa.train, data, device, monitor, checkpoint, distributed, bench)
       -> evaluation (eval)
       -> planners that use a trained model (agents.planning, active_vision, plan_eval)
       -> run.py and benchmarks/
@@ -23,13 +23,14 @@ from conftest import ROOT
 PACKAGES = ("seqjepa", "envs", "agents", "eval")
 DATA_POLICIES = {"agents", "agents.base", "agents.random_policy", "agents.saliency", "agents.uniform", "agents.sweep"}
 PLANNERS = {"agents.planning", "agents.active_vision", "agents.plan_eval"}
-MODEL = {"seqjepa.model", "seqjepa.encoder", "seqjepa.metrics"}
-TRAINING = {"seqjepa.train", "seqjepa.checkpoint", "seqjepa.distributed", "seqjepa.bench"}
+MODEL = {"seqjepa.model", "seqjepa.method", "seqjepa.encoder", "seqjepa.metrics"}
+TRAINING = {"seqjepa.train", "seqjepa.data", "seqjepa.device", "seqjepa.monitor", "seqjepa.checkpoint", "seqjepa.distributed",
+            "seqjepa.bench"}
 LAYERS = ("options", "worlds", "model", "training", "eval", "planners", "launcher")
 
 
 def layer(module: str) -> int:
-    if module in ("seqjepa", "seqjepa.config"):
+    if module in ("seqjepa", "seqjepa.config", "seqjepa.registry", "seqjepa.files"):
         return 0
     if module.startswith("envs") or module in DATA_POLICIES:
         return 1

@@ -313,7 +313,7 @@ def test_build_model_takes_normalisation_and_action_batching_from_the_world(tmp_
               "augmentations"),
              (envs.Augmentations(source="cifar100", root=str(tmp_path / "cifar"), image_size=16),
               (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), "augmentations"),
-             (envs.Saccades(source="stl10", root=str(tmp_path / "stl"), scene_size=48, glimpse=16,
+             (envs.Saccades(source="stl10", root=str(tmp_path / "stl"), scene_size=48, image_size=16,
                             fixations="uniform"),
               (0.4467, 0.4398, 0.4066), (0.2241, 0.2215, 0.2239), "saccades")]
     for world, mean, std, action_bn in cases:

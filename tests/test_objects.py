@@ -123,7 +123,7 @@ def test_the_bounding_sphere_fits_the_frame():
 
 
 def test_render_large_batches_in_chunks_like_one_call():
-    w = RotatingObjects(image_size=16, num_categories=24, instances=1, test_fraction=0.0)
+    w = RotatingObjects(image_size=16, num_classes=24, instances=1, test_fraction=0.0)
     s = w.reset(12, torch.Generator().manual_seed(0), torch.arange(0, 24, 2))  # 2 to 5 parts per object
     p, parts = s["params"], w._parts[w._objects[s["episode"]]]
     kw = dict(floor_rgb=hsv_to_rgb(p[:, 3], .6, .8), light_angles=p[:, 4:6], light_rgb=torch.ones(12, 3), size=16)
@@ -135,17 +135,17 @@ def test_render_large_batches_in_chunks_like_one_call():
 # ------------------------------------------------------------------------------------------------ world
 @pytest.fixture(scope="module")
 def world():
-    return RotatingObjects(image_size=16, num_categories=6, instances=5)
+    return RotatingObjects(image_size=16, num_classes=6, instances=5)
 
 
 def test_attributes(world):
     assert world.num_classes == 6 and world.num_episodes == 6 * 4 and world.param_dim == 7
     assert world.action_dim == 4 and set(world.factors) == {"rotation"}
-    color = RotatingObjects(image_size=16, num_categories=2, instances=5, actions="rotation+color")
+    color = RotatingObjects(image_size=16, num_classes=2, instances=5, actions="rotation+color")
     assert color.action_dim == 6 and color.factors["color"].slice == slice(4, 6)
     assert color.factors["color"].head == "linear" and color.factors["rotation"].head == "mlp"
     assert color.action_low.tolist() == [-1.0] * 6 and color.action_high.tolist() == [1.0] * 6
-    test = RotatingObjects(image_size=16, num_categories=6, instances=5, split="test")
+    test = RotatingObjects(image_size=16, num_classes=6, instances=5, split="test")
     assert test.num_episodes == 6 and not set(test._objects.tolist()) & set(world._objects.tolist())
     assert len(CATEGORY_NAMES) == 55
 
@@ -172,7 +172,7 @@ def test_shapes_depend_on_seed_and_categories_differ():
     g = torch.Generator().manual_seed(0)
     sphere = torch.nn.functional.normalize(torch.randn(len(a.size), 3, 500, generator=g), dim=1) * (BOUND_RADIUS - .03)
     assert Geometry(a).at(sphere).min() > 0
-    w = RotatingObjects(image_size=16, num_categories=55, instances=2, test_fraction=0.5)
+    w = RotatingObjects(image_size=16, num_classes=55, instances=2, test_fraction=0.5)
     p = torch.tensor([[0.3, -0.4, 0.8, 0.5, 0.3, 1.0, 0.2]]).expand(55, 7)
     views = w.render({"episode": torch.arange(55), "label": torch.arange(55), "params": p}).float()
     dist = (views[:, None] - views[None]).abs().mean((2, 3, 4))
@@ -186,13 +186,13 @@ def test_option_validation():
         RotatingObjects(actions="translation")
     with pytest.raises(ConfigError, match="rotation_range"):
         RotatingObjects(rotation_range=4.0)
-    with pytest.raises(ConfigError, match="num_categories"):
-        RotatingObjects(num_categories=56)
+    with pytest.raises(ConfigError, match="num_classes"):
+        RotatingObjects(num_classes=56)
     with pytest.raises(ConfigError, match="unknown key"):
         RotatingObjects(colour=True)
     with pytest.raises(ConfigError, match="test_fraction"):
         RotatingObjects(instances=2, test_fraction=0.0, split="test")
-    opts = RotatingObjects.Options(image_size=16, num_categories=2, instances=3)
+    opts = RotatingObjects.Options(image_size=16, num_classes=2, instances=3)
     assert RotatingObjects(opts, ood="true").options.ood is True and opts.ood is False  # caller's copy untouched
 
 
@@ -220,9 +220,9 @@ def test_ood_poses_are_uniform_outside_the_box():
 
 def test_pose_ranges_in_and_out_of_distribution():
     g = torch.Generator().manual_seed(0)
-    small = RotatingObjects(image_size=16, num_categories=2, instances=5, rotation_range=0.5)
+    small = RotatingObjects(image_size=16, num_classes=2, instances=5, rotation_range=0.5)
     assert small.reset(256, g)["params"][:, :3].abs().max() <= 0.5
-    ood = RotatingObjects(image_size=16, num_categories=2, instances=5, ood=True, rotation_range=0.5)
+    ood = RotatingObjects(image_size=16, num_classes=2, instances=5, ood=True, rotation_range=0.5)
     s = ood.reset(256, g)
     assert not rt.in_euler_box(rt.euler_to_matrix(s["params"][:, :3]), 0.5).any()
     s = ood.step(s, ood.sample_action(s, g), g)
@@ -235,7 +235,7 @@ def test_pose_ranges_in_and_out_of_distribution():
 
 @pytest.mark.parametrize("actions", ["rotation", "rotation+color"])
 def test_relative_action_reaches_the_target_view(actions):
-    w = RotatingObjects(image_size=16, num_categories=2, instances=5, actions=actions)
+    w = RotatingObjects(image_size=16, num_classes=2, instances=5, actions=actions)
     g = torch.Generator().manual_seed(3)
     a, b = w.reset(64, g), w.reset(64, g)
     act = w.relative(a["params"], b["params"])
@@ -276,7 +276,7 @@ def test_hsv_primaries():
 
 @pytest.mark.parametrize("nuisances", ["per_view", "per_episode"])
 def test_nuisances_fresh_per_view_or_fixed_per_episode(nuisances):
-    w = RotatingObjects(image_size=16, num_categories=2, instances=5, nuisances=nuisances)
+    w = RotatingObjects(image_size=16, num_classes=2, instances=5, nuisances=nuisances)
     g = torch.Generator().manual_seed(5)
     s0 = w.reset(32, g)
     s1 = w.step(s0, w.sample_action(s0, g), g)
@@ -300,10 +300,10 @@ def test_pose_paint_colours_surfaces_by_their_direction_in_the_object_frame():
 
 def test_pose_paint_option_is_validated_and_reaches_the_views():
     with pytest.raises(ConfigError, match="pose_paint"):
-        RotatingObjects(image_size=16, num_categories=2, instances=5, pose_paint=1.5)
+        RotatingObjects(image_size=16, num_classes=2, instances=5, pose_paint=1.5)
     views = []
     for paint in (0.0, 1.0):
-        w = RotatingObjects(image_size=16, num_categories=2, instances=5, pose_paint=paint)
+        w = RotatingObjects(image_size=16, num_classes=2, instances=5, pose_paint=paint)
         views.append(w.render(w.reset(4, torch.Generator().manual_seed(0))).float())
     assert (views[0] - views[1]).abs().mean() > 1
 
@@ -313,7 +313,7 @@ def test_a_linear_head_reads_the_plain_hue_difference_from_two_views():
     it; the wrapped difference is not (given h_i it is uniform whatever h_i is), so the same head cannot. The floor
     hue is the visible one (the spot hue only tints the light); near h = 0 ~ 1 no image tells the two apart, which
     caps the plain target's R² below 1 for any encoder (the official protocol's ceiling too)."""
-    w = RotatingObjects(image_size=16, num_categories=2, instances=5, actions="rotation+color", shadows=False)
+    w = RotatingObjects(image_size=16, num_classes=2, instances=5, actions="rotation+color", shadows=False)
     g = torch.Generator().manual_seed(0)
     n = 1200
     a, b = w.reset(n, g), w.reset(n, g)

@@ -6,7 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 def test_preview_writes_mp4_and_tensorboard_gif(tmp_path):
     out = tmp_path / "pv" / "episode.mp4"
     assert run.main(["preview", "--env", "seqjepa/Saccades-v0", "--steps", "3", "--out", str(out),
-                     "--set", "world.options.scene_size=48", "--set", "world.options.glimpse=16",
+                     "--set", "world.options.scene_size=48", "--set", "world.options.image_size=16",
                      "--set", "world.options.per_class=2"]) == 0
     assert out.is_file() and out.stat().st_size > 0
     acc = EventAccumulator(str(out.parent), size_guidance={"images": 0})

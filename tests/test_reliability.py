@@ -19,7 +19,7 @@ import torch
 
 import run
 from conftest import ROOT
-from seqjepa import checkpoint
+from seqjepa import checkpoint, files
 from seqjepa.config import apply_overrides, preset
 from seqjepa.train import TrainingDiverged, train
 
@@ -130,15 +130,17 @@ CASES = [
     ("m-val-empty", T("--set", "eval.m_val=[]"), "eval.m_val: got []", None),
     ("m-val-zero", T("--set", "eval.m_val=[0,1]"), "eval.m_val: got [0, 1]", None),
     ("suites-empty", T("--set", "eval.suites=[]"), "eval.suites: got []", None),
-    ("suites-unknown", T("--set", "eval.suites=[linear_probe,nope]"), "eval.suites: got 'nope'", None),
+    ("suites-unknown", T("--set", "eval.suites=[linear_probe,nope]"), "eval.suites: unknown suite 'nope'; allowed: "
+     "all, linear_probe", None),
     ("steps-zero", T("--set", "train.steps=0"), "train.steps: got 0", None),
     ("steps-float", T("--set", "train.steps=1.5"), "train.steps: got 1.5", None),
     ("batch-1", T("--set", "train.batch_size=1"), "train.batch_size: got 1", None),
     ("width-2", T("--set", "model.width=2"), "model.width: got 2", None),
     ("width-huge", T("--set", "model.width=1000000"), "model.width: got 1000000", None),
     ("ema-maybe", T("--set", "model.ema=maybe"), "model.ema: got 'maybe'", None),
-    ("method-unknown", T("--set", "model.method=nope"), "model.method: got 'nope'", None),
-    ("method-flag-unknown", T("--method", "nope"), "model.method: got 'nope'", None),
+    ("method-unknown", T("--set", "model.method=nope"), "model.method: unknown method 'nope'; allowed: seqjepa, "
+     "simclr", None),
+    ("method-flag-unknown", T("--method", "nope"), "model.method: unknown method 'nope'", None),
     ("method-option-unknown", T(*SMOKE, "--method", "byol", "--set", "model.method_options.nope=1"),
      "nope", None),
     ("preset-unknown", T("--preset", "huge"), "--preset: got 'huge'", None),
@@ -149,7 +151,10 @@ CASES = [
     ("source-unknown", T("--set", "world.source=disk"), "world.source: got 'disk'", None),
     # world options and agents (named as the user set them)
     ("option-range", T(*SMOKE, "--set", "world.options.image_size=3"), "world.options.image_size: got 3", None),
-    ("option-unknown", T(*SMOKE, "--set", "world.options.colour=1"), "world.options.colour: unknown key", None),
+    ("option-unknown", T(*SMOKE, "--set", "world.options.colour=1"), "world.options.colour: unknown key; allowed "
+     "keys: actions, canonical_quat, data_seed, image_size", None),
+    ("option-old-and-new", T(*SMOKE, "--set", "world.options.num_categories=3"), "world.options.num_categories: got "
+     "3 with num_classes=4; allowed: one of them", None),
     ("option-inf", T(*SMOKE, "--env", "seqjepa/Saccades-v0", "--set", "world.options.ior_radius=inf"),
      "world.options.ior_radius: got inf", None),
     ("augment-no-root", T(*SMOKE, "--env", "seqjepa/Augmentations-v0", "--set", "world.options.source=cifar100"),
@@ -389,7 +394,7 @@ def test_kill_9_while_checkpointing_then_resume_continues_bit_identically(base, 
     threads = torch.get_num_threads()
     try:
         train(cfg, run_dir, resume=True, stop_after=k + 2, log=quiet)
-        assert not [p.name for p in run_dir.iterdir() if checkpoint.TEMP.match(p.name)]
+        assert not [p.name for p in run_dir.iterdir() if files.TEMP.match(p.name)]
         straight = run.load_run_config(run_dir)
         train(straight, runs / "straight", stop_after=k + 2, log=quiet)
     finally:
@@ -488,15 +493,15 @@ def test_stale_temp_files_go_live_ones_stay(tmp_path):
     (tmp_path / f".config.json.tmp{dead.pid}").write_text("{")
     (tmp_path / f".latest.pt.tmp{os.getppid()}").write_bytes(b"x")  # a live writer's
     (tmp_path / "notes.tmp1").write_text("not ours")
-    removed = checkpoint.remove_stale_temps(tmp_path)
+    removed = files.remove_stale_temps(tmp_path)
     assert sorted(p.name for p in removed) == sorted([f".latest.pt.tmp{dead.pid}", f".config.json.tmp{dead.pid}"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".latest.pt.tmp{os.getppid()}", "notes.tmp1"])
 
 
 def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
     path = tmp_path / "config.json"
-    checkpoint.write_json(path, {"a": 1})
+    files.write_json(path, {"a": 1})
     with pytest.raises(TypeError):
-        checkpoint.write_json(path, {"a": object()})
+        files.write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]

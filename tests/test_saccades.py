@@ -11,7 +11,7 @@ from envs.scenes import cluttered_scenes
 from envs.stl10 import IMAGE_BYTES, class_names, load_saliency_maps, load_stl10
 from seqjepa.config import ConfigError
 
-SMALL = dict(num_classes=3, per_class=2, scene_size=64, glimpse=16)
+SMALL = dict(num_classes=3, per_class=2, scene_size=64, image_size=16)
 
 
 def gen(seed=0):
@@ -27,7 +27,7 @@ def at(world, episodes, rc):
 
 
 def test_glimpse_is_centred_on_the_fixation_not_its_transpose():
-    world = Saccades(**{**SMALL, "scene_size": 96, "glimpse": 32})
+    world = Saccades(**{**SMALL, "scene_size": 96, "image_size": 32})
     dots = [(20, 70), (70, 20), (2, 93)]  # asymmetric, so a transposed crop misses; the last one at a corner
     images = torch.zeros(3, 3, 96, 96, dtype=torch.uint8)
     for i, (r, c) in enumerate(dots):
@@ -197,8 +197,8 @@ def test_render_frame_shows_the_scene_and_the_path():
 
 
 def test_options_are_validated():
-    with pytest.raises(ConfigError, match="glimpse"):
-        Saccades(**{**SMALL, "glimpse": 65})
+    with pytest.raises(ConfigError, match="image_size"):
+        Saccades(**{**SMALL, "image_size": 65})
     with pytest.raises(ConfigError, match="root"):
         Saccades(source="stl10")
     with pytest.raises(ConfigError, match="ior"):
@@ -250,11 +250,11 @@ def test_saliency_maps_from_npy_drive_the_fixations(tmp_path):
     maps[:, 0, 30, 80] = 1.0                                    # every map puts all its mass on one pixel
     np.save(tmp_path / "saliency_train.npy", maps)
     world = Saccades(source="stl10", root=str(tmp_path), saliency_maps=str(tmp_path / "saliency_{split}.npy"),
-                     scene_size=96, glimpse=32)
+                     scene_size=96, image_size=32)
     state = world.reset(16, gen())
     assert (state["params"] * 96 == torch.tensor([30.0, 80.0])).all() and world.num_classes == 10
     assert world.labels.tolist() == [0, 9, 4]
-    small = Saccades(source="stl10", root=str(tmp_path), scene_size=48, glimpse=16, fixations="uniform")
+    small = Saccades(source="stl10", root=str(tmp_path), scene_size=48, image_size=16, fixations="uniform")
     assert small.images.shape == (3, 3, 48, 48) and small.render(small.reset(2, gen())).shape == (2, 3, 16, 16)
     np.save(tmp_path / "bad.npy", maps[:2])
     with pytest.raises(ValueError, match=r"bad\.npy holds 2 maps for 3 images"):
@@ -288,7 +288,7 @@ def test_folder_source(tmp_path):
             (tmp_path / split / name).mkdir(parents=True)
             for j in range(2):
                 Image.fromarray(np.full((40, 50, 3), 60 * k + j, np.uint8)).save(tmp_path / split / name / f"{j}.png")
-    world = Saccades(source="folder", root=str(tmp_path), split="test", scene_size=32, glimpse=8)
+    world = Saccades(source="folder", root=str(tmp_path), split="test", scene_size=32, image_size=8)
     assert world.num_classes == 2 and world.num_episodes == 4 and world.images.shape == (4, 3, 32, 32)
     assert world.render(world.reset(3, gen())).shape == (3, 3, 8, 8)
 
@@ -304,7 +304,7 @@ def test_folder_sources_share_one_split_rule(tmp_path):
     seen = {}
     for split in ("train", "test"):
         aug = Augmentations(source="folder", root=str(flat), image_size=32, split=split)
-        sac = Saccades(source="folder", root=str(flat), scene_size=32, glimpse=8, fixations="uniform", split=split)
+        sac = Saccades(source="folder", root=str(flat), scene_size=32, image_size=8, fixations="uniform", split=split)
         assert torch.equal(aug._images, sac.images) and torch.equal(aug._labels, sac.labels)
         seen[split] = {int(v) for v in sac.images[:, 0, 0, 0]}
     assert seen["test"] == {20, 60} and seen["train"] == {0, 5, 10, 15, 25, 40, 45, 50, 55, 65}  # image 4 of each
@@ -334,19 +334,19 @@ def test_clean_views_fixate_the_class_object():
     centroid = torch.stack([(changed.sum(2) * rows).sum(1), (changed.sum(1) * rows).sum(1)], 1) / mass[:, None]
     # Every shape is symmetric about its centre; occluders and the scene edge shift the visible part a little.
     assert ((centroid - centres).norm(dim=1) < 0.08).float().mean() >= 0.9
-    w = Saccades(num_classes=4, per_class=6, scene_size=48, glimpse=16)
+    w = Saccades(num_classes=4, per_class=6, scene_size=48, image_size=16)
     episodes = torch.tensor([0, 5, 23])
     clean = w.clean_views(episodes)
     pix = (centres[episodes] * 48).floor().long()
     assert clean.shape == (3, 3, 16, 16)
     for view, e, (r, c) in zip(clean, episodes, pix):
         assert torch.equal(view[:, 8, 8], plain[e, :, r, c])  # the fixation pixel is the object's centre pixel
-    assert Saccades(num_classes=4, per_class=6, scene_size=48, glimpse=16, class_colours=True
+    assert Saccades(num_classes=4, per_class=6, scene_size=48, image_size=16, class_colours=True
                     ).clean_views(episodes).shape == clean.shape
 
 
 def test_object_saliency_fixates_the_class_object_and_only_procedural_scenes_have_it():
-    w = Saccades(num_classes=4, per_class=6, scene_size=48, glimpse=16, saliency="object", ior_radius=4)
+    w = Saccades(num_classes=4, per_class=6, scene_size=48, image_size=16, saliency="object", ior_radius=4)
     from envs.scenes import class_object_places
     centres, radii = class_object_places(4, 6, 48, seed=0, split="train")
     g = torch.Generator().manual_seed(0)

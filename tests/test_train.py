@@ -82,9 +82,9 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(smoke_cfg, tmp_
 
 
 def test_a_bank_larger_than_free_memory_is_refused_before_rendering(smoke_cfg, tmp_path, monkeypatch):
-    from seqjepa import train as train_mod
+    from seqjepa import data
     from seqjepa.config import ConfigError
-    monkeypatch.setattr(train_mod, "free_memory", lambda device: 1000)  # bytes: smaller than one bank
+    monkeypatch.setattr(data, "free_memory", lambda device: 1000)  # bytes: smaller than one bank
     with pytest.raises(ConfigError, match=r"world.bank_objects=32, world.bank_views=6: the train view bank needs"):
         train(smoke_cfg, tmp_path / "run", log=lambda s: None)
     assert not (tmp_path / "cache").exists()  # nothing rendered or cached

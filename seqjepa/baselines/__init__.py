@@ -24,12 +24,12 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from seqjepa.config import METHODS as METHOD_NAMES
 from seqjepa.config import ConfigError, ModelConfig
 from seqjepa.model import ActionBN, SeqJEPA
+from seqjepa.registry import Registry
 
 from .byol import BYOL
-from .common import Method, resolve_options
+from .common import resolve_options
 from .cond_byol import CondBYOL
 from .conv_jepa import ConvJEPA
 from .equimod import EquiMod
@@ -39,8 +39,10 @@ from .simclr import SimCLR
 from .vicreg import VICReg
 from .vicreg_traj import VICRegTraj
 
-# model.method -> the class a checkpoint's ``model_hparams`` rebuild: ``METHODS[name](**hparams)``.
-METHODS: dict[str, type[nn.Module]] = {
+# model.method -> the class a checkpoint's ``model_hparams`` rebuild: ``METHODS[name](**hparams)``. The names are
+# known here only: the config layer below cannot import the networks, so ``model.method`` is checked when a network
+# is built (:func:`method_class`), and run.py fills its help from this registry.
+METHODS: Registry[type[nn.Module]] = Registry("method", "model.method", {
     "seqjepa": SeqJEPA,
     "simclr": SimCLR,
     "byol": BYOL,
@@ -51,16 +53,21 @@ METHODS: dict[str, type[nn.Module]] = {
     "sie": SIE,
     "cond_byol": CondBYOL,
     "conv_jepa": ConvJEPA,
-}
-assert tuple(METHODS) == METHOD_NAMES, "seqjepa.config.METHODS and the registry must list the same methods"
+})
 
 # ModelConfig fields a baseline takes when its constructor has a parameter of that name.
 SHARED = ("depth", "width", "stem", "act_dim", "ema")
 
 
 def method_class(name: str) -> type[nn.Module]:
-    if name not in METHODS:
-        raise ConfigError(f"model.method: got {name!r}; allowed: one of {', '.join(map(repr, METHODS))}")
+    """The class ``model.method`` names; ConfigError naming the setting and the methods if it names none.
+
+    >>> method_class("nope")
+    Traceback (most recent call last):
+    ...
+    seqjepa.config.ConfigError: model.method: unknown method 'nope'; allowed: seqjepa, simclr, byol, vicreg, \
+vicreg_traj, sen, equimod, sie, cond_byol, conv_jepa
+    """
     return METHODS[name]
 
 
@@ -93,5 +100,5 @@ def build(cfg: ModelConfig, *, action_dim: int, preset: str = "paper", mean: Seq
     return cls(**shared, **dataclasses.asdict(opts), mean=mean, std=std)
 
 
-__all__ = ["BYOL", "CondBYOL", "ConvJEPA", "EquiMod", "METHODS", "Method", "SEN", "SIE", "SimCLR", "VICReg",
+__all__ = ["BYOL", "CondBYOL", "ConvJEPA", "EquiMod", "METHODS", "SEN", "SIE", "SimCLR", "VICReg",
            "VICRegTraj", "build", "method_class", "options"]

@@ -25,7 +25,9 @@ import torch
 
 from seqjepa.config import opt
 
-from .common import Method, cosine_regression, projector, view_by_view
+from seqjepa.method import Method, Output
+
+from .common import cosine_regression, projector, view_by_view
 
 
 @dataclass
@@ -54,18 +56,18 @@ class BYOL(Method):
         self.add_target("projector", ema)
 
     @torch.no_grad()
-    def encode_target(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def targets(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f̄(x) [B, T, D] and ḡ(f̄(x)) [B, T, K] for uint8 views [B, T, …], without gradient (the EMA networks, or
         the online ones when EMA is off)."""
         encoder = self.target("encoder")
         z = torch.stack([encoder(self.prepare(views[:, t:t + 1])) for t in range(views.shape[1])], dim=1)
         return z, view_by_view(self.target("projector"), z)
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, T≥2, …] (0 and 1 are used), actions unused → loss (symmetric), z [B, 2, D]."""
         self.check_views(views, actions, 2, "BYOL")
         z = self.encode_views(views[:, :2])
         p = view_by_view(self.predictor, view_by_view(self.projector, z))
-        _, t = self.encode_target(views[:, :2])
+        _, t = self.targets(views[:, :2])
         loss = cosine_regression(p[:, 0], t[:, 1]) + cosine_regression(p[:, 1], t[:, 0])
-        return dict(loss=loss, z=z)
+        return Output(loss=loss, z=z)

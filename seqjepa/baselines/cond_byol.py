@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import torch
 
 from .byol import BYOL, PRESETS, Options
+from seqjepa.method import Output
+
 from .common import action_projector, cosine_regression, projector
 
 
@@ -38,12 +40,12 @@ class CondBYOL(BYOL):
         self.action_embed = action_projector(action_dim, act_dim)
         self.predictor = projector(act_dim + out, [pred_hidden, out], last_bias=True, last_norm=False)
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, T≥2, …] (0, 1), actions [B, T-1, A] (``actions[:, 0]``) → loss, z [B, 1, D] (view 0,
         online), target [B, D] (view 1, target encoder)."""
         self.check_views(views, actions, 2, "Conditional BYOL")
         z = self.encode(views[:, :1])  # only view 0 goes through the online network (one direction)
         e = self.action_embed(actions[:, 0].to(z.device, torch.float32))
         y_hat = self.predictor(torch.cat([e, self.projector(z[:, 0])], dim=-1))
-        z_t, y_t = self.encode_target(views[:, 1:2])
-        return dict(loss=cosine_regression(y_hat, y_t[:, 0]), z=z, target=z_t[:, 0])
+        z_t, y_t = self.targets(views[:, 1:2])
+        return Output(loss=cosine_regression(y_hat, y_t[:, 0]), z=z, target=z_t[:, 0])

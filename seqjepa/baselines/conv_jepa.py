@@ -32,7 +32,9 @@ import torch.nn.functional as F
 
 from seqjepa.config import opt
 
-from .common import Method, action_projector, per_view, projector, view_by_view
+from seqjepa.method import Method, Output
+
+from .common import action_projector, per_view, projector, view_by_view
 
 
 def moves_to_last(actions: torch.Tensor) -> torch.Tensor:
@@ -78,12 +80,12 @@ class ConvJEPA(Method):
         self.add_target("projector", ema)
 
     @torch.no_grad()
-    def encode_target(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def targets(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f̄(x) [B, D] and ḡ(f̄(x)) [B, K] for one uint8 view per sequence [B, 3, H, W], without gradient."""
         z = self.target("encoder")(self.prepare(views[:, None]))
         return z, self.target("projector")(z)
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, M+1, …] (the last is the target), actions [B, M, A] → loss, z [B, M, D], target [B, D]."""
         self.check_views(views, actions, 2, "Conv-JEPA")
         M = views.shape[1] - 1
@@ -92,5 +94,5 @@ class ConvJEPA(Method):
         # projector and the predictor run once per patch i (B rows each), in train mode with their own statistics.
         e = view_by_view(self.action_embed, moves_to_last(actions.to(z.device, torch.float32)))
         y_hat = view_by_view(self.predictor, torch.cat([e, per_view(self.projector, z)], dim=-1))
-        z_t, y_t = self.encode_target(views[:, M])
-        return dict(loss=pairwise_loss(y_hat, y_t, self.pair_reduction), z=z, target=z_t)
+        z_t, y_t = self.targets(views[:, M])
+        return Output(loss=pairwise_loss(y_hat, y_t, self.pair_reduction), z=z, target=z_t)

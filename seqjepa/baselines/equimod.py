@@ -25,7 +25,9 @@ import torch
 
 from seqjepa.config import opt
 
-from .common import Method, action_projector, nt_xent, projector, view_by_view
+from seqjepa.method import Method, Output
+
+from .common import action_projector, nt_xent, projector, view_by_view
 
 
 @dataclass
@@ -54,7 +56,7 @@ class EquiMod(Method):
         self.action_embed = action_projector(action_dim, act_dim)
         self.predictor = projector(act_dim + proj_dims[-1], [proj_dims[-1]])
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, T≥2, …] (0, 1), actions [B, T-1, A] (``actions[:, 0]``) → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "EquiMod")
         z = self.encode_views(views[:, :2])
@@ -63,4 +65,4 @@ class EquiMod(Method):
         y_hat = self.predictor(torch.cat([e, y_equi[:, 0]], dim=-1))
         loss = (nt_xent(y_inv[:, 0], y_inv[:, 1], temperature=self.temperature)
                 + self.equi_weight * nt_xent(y_hat, y_equi[:, 1], temperature=self.temperature))
-        return dict(loss=loss, z=z)
+        return Output(loss=loss, z=z)

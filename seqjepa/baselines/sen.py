@@ -24,7 +24,9 @@ import torch
 
 from seqjepa.config import opt
 
-from .common import Method, action_projector, nt_xent, projector, view_by_view
+from seqjepa.method import Method, Output
+
+from .common import action_projector, nt_xent, projector, view_by_view
 
 
 @dataclass
@@ -50,11 +52,11 @@ class SEN(Method):
         self.action_embed = action_projector(action_dim, act_dim)
         self.predictor = projector(act_dim + proj_dims[-1], [proj_dims[-1]])
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, T≥2, …] (0, 1), actions [B, T-1, A] (``actions[:, 0]``) → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "SEN")
         z = self.encode_views(views[:, :2])
         y = view_by_view(self.projector, z)
         e = self.action_embed(actions[:, 0].to(y.device, torch.float32))
         y_hat = self.predictor(torch.cat([e, y[:, 0]], dim=-1))
-        return dict(loss=nt_xent(y_hat, y[:, 1], temperature=self.temperature), z=z)
+        return Output(loss=nt_xent(y_hat, y[:, 1], temperature=self.temperature), z=z)

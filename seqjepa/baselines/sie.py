@@ -32,7 +32,9 @@ from torch import nn
 
 from seqjepa.config import opt
 
-from .common import Method, projector, view_by_view
+from seqjepa.method import Method, Output
+
+from .common import projector, view_by_view
 from .vicreg import covariance_term, variance_term
 
 
@@ -94,11 +96,11 @@ class SIE(Method):
                 "var": (variance_term(y[:, 0]) + variance_term(y[:, 1])) / 2 + variance_term(y_hat) / 2,
                 "cov": covariance_term(y[:, 0]) + covariance_term(y[:, 1])}
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, T≥2, …] (0, 1), actions [B, T-1, A] (``actions[:, 0]``, raw) → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "SIE")
         z = self.encode_views(views[:, :2])
         y_inv = view_by_view(self.projector_inv, z[..., :self.split])
         y_equi = view_by_view(self.projector_equi, z[..., self.split:])
         terms = self.losses(y_inv, y_equi, actions[:, 0].to(z.device, torch.float32))
-        return dict(loss=sum(self.weights[k] * v for k, v in terms.items()), z=z)
+        return Output(loss=sum(self.weights[k] * v for k, v in terms.items()), z=z)

@@ -23,7 +23,9 @@ import torch
 
 from seqjepa.config import opt
 
-from .common import Method, nt_xent, projector, view_by_view
+from seqjepa.method import Method, Output
+
+from .common import nt_xent, projector, view_by_view
 
 
 @dataclass
@@ -46,9 +48,9 @@ class SimCLR(Method):
         self.temperature = temperature
         self.projector = projector(self.dim, proj_dims)
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, T≥2, 3, H, W] (0 and 1 are used), actions [B, T-1, A] (unused) → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "SimCLR")
         z = self.encode_views(views[:, :2])
         y = view_by_view(self.projector, z)
-        return dict(loss=nt_xent(y[:, 0], y[:, 1], temperature=self.temperature), z=z)
+        return Output(loss=nt_xent(y[:, 0], y[:, 1], temperature=self.temperature), z=z)

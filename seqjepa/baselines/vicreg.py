@@ -28,7 +28,9 @@ import torch.nn.functional as F
 
 from seqjepa.config import opt
 
-from .common import Method, gather, projector, view_by_view
+from seqjepa.method import Method, Output
+
+from .common import gather, projector, view_by_view
 
 
 def variance_term(y: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -80,10 +82,10 @@ class VICReg(Method):
         self.weights = dict(inv_weight=inv_weight, var_weight=var_weight, cov_weight=cov_weight)
         self.projector = projector(self.dim, proj_dims, hidden_bias=True, last_norm=False)
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, T≥2, …] (0 and 1 are used), actions unused → loss, z [B, 2, D]."""
         self.check_views(views, actions, 2, "VICReg")
         z = self.encode_views(views[:, :2])
         y = view_by_view(self.projector, z)
         loss, _ = vicreg_loss(y[:, 0], y[:, 1], **self.weights)
-        return dict(loss=loss, z=z)
+        return Output(loss=loss, z=z)

@@ -29,7 +29,9 @@ import torch.nn.functional as F
 
 from seqjepa.config import opt
 
-from .common import Method, per_view, projector
+from seqjepa.method import Method, Output
+
+from .common import per_view, projector
 from .vicreg import vicreg_loss
 
 
@@ -70,7 +72,7 @@ class VICRegTraj(Method):
         self.traj_weight = traj_weight
         self.projector = projector(self.dim, proj_dims, hidden_bias=True, last_norm=False)
 
-    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: torch.Tensor, actions: torch.Tensor) -> Output:
         """views uint8 [B, T≥3, …] (0, 1, 2 are used), actions unused → loss, z [B, 3, D]."""
         self.check_views(views, actions, 3, "VICReg-Traj")
         # One batch of 3B rows through encoder and projector: the official VICReg_Traj does the same (unlike the
@@ -79,4 +81,4 @@ class VICRegTraj(Method):
         y = per_view(self.projector, z)
         loss, _ = vicreg_loss(y[:, 0], y[:, 1], **self.weights)
         loss = loss + self.traj_weight * trajectory_term(y[:, 0], y[:, 1], y[:, 2])
-        return dict(loss=loss, z=z)
+        return Output(loss=loss, z=z)
