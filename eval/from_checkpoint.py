@@ -137,7 +137,7 @@ def check_hparams(hp: dict, cls: type[nn.Module], method: str, weights: dict[str
         raise bad(f"model_hparams: missing {', '.join(required)} for method {method!r}")
     sections = [(ModelConfig, {f.name for f in dataclasses.fields(ModelConfig)} - {"method", "method_options"}),
                 (WorldHparams, {f.name for f in dataclasses.fields(WorldHparams)})]
-    if dataclasses.is_dataclass(getattr(cls, "Options", None)):
+    if cls.Options is not None:
         sections.append((cls.Options, {f.name for f in dataclasses.fields(cls.Options)}))
     numel = sum(v.numel() for v in weights.values())
     for key, value in hp.items():

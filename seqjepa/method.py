@@ -14,6 +14,7 @@ What the trainer, checkpoints, evaluation and planners use, and nothing else:
                             ``embed_actions`` (seq-JEPA); False for encoder-only methods
 ``action_embed``            the action projection, or None: the method takes no actions (or ``act_cond=none``)
 ``agg_dim``                 width of the representation the online class probe reads (z_agg, else z)
+``model_settings``          the ``model.*`` settings the constructor takes; ``Options`` its own (method_options)
 ==========================  ==========================================================================================
 
 >>> import torch
@@ -67,6 +68,11 @@ class Method(nn.Module):
 
     predicts: ClassVar[bool] = False
     no_decay: ClassVar[tuple[str, ...]] = ()  # parameter-name suffixes kept out of weight decay besides 1-d ones
+    # The model.* settings (seqjepa.config.ModelConfig) this method takes, where its constructor has them; a
+    # baseline's own settings are its ``Options`` dataclass (model.method_options), seq-JEPA has none.
+    model_settings: ClassVar[tuple[str, ...]] = ("depth", "width", "stem", "act_dim", "ema")
+    Options: ClassVar[type | None] = None
+    PRESETS: ClassVar[dict[str, dict]] = {}
 
     def __init__(self, *, depth: int = 18, width: int = 64, stem: str = "imagenet",
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25)):

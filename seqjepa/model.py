@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +33,6 @@ from einops import rearrange
 from torch import nn
 
 from seqjepa.method import Method, Output
-
-if TYPE_CHECKING:
-    from seqjepa.config import ModelConfig
 
 ActCond = Literal["both", "predictor", "transformer", "none"]
 ACT_CONDS = ("both", "predictor", "transformer", "none")
@@ -137,6 +134,8 @@ class SeqJEPA(Method):
 
     predicts = True
     no_decay = ("agg_token", "pos_emb")
+    model_settings = ("depth", "width", "stem", "act_dim", "agg_layers", "agg_heads", "agg_ff_mult", "dropout",
+                      "pos_emb", "pred_hidden", "act_cond", "ema")
 
     def __init__(self, *, action_dim: int, depth: Literal[10, 18, 34] = 18, width: int = 64,
                  stem: Literal["imagenet", "cifar"] = "imagenet", act_dim: int = 128, agg_layers: int = 3,
@@ -179,16 +178,6 @@ class SeqJEPA(Method):
     @property
     def agg_dim(self) -> int:
         return self.d_model
-
-    @classmethod
-    def from_config(cls, cfg: ModelConfig, *, action_dim: int, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                    std: Sequence[float] = (0.25, 0.25, 0.25), action_bn: ActionBN = "3diebench") -> SeqJEPA:
-        """Build from a ``ModelConfig`` (``tau_base`` belongs to the trainer: see :func:`tau_at`); the
-        normalisation and the action batching come from the world (``seqjepa.train.build_model``)."""
-        return cls(action_dim=action_dim, depth=cfg.depth, width=cfg.width, stem=cfg.stem, act_dim=cfg.act_dim,
-                   agg_layers=cfg.agg_layers, agg_heads=cfg.agg_heads, agg_ff_mult=cfg.agg_ff_mult,
-                   dropout=cfg.dropout, pos_emb=cfg.pos_emb, pred_hidden=cfg.pred_hidden, act_cond=cfg.act_cond,
-                   ema=cfg.ema, mean=mean, std=std, action_bn=action_bn)
 
     # -- the pieces, usable on their own by evaluation code ----------------------------------------------------
 

@@ -290,7 +290,7 @@ def test_registry_presets_and_constructor_defaults():
     with pytest.raises(ConfigError, match="model.method_options.temperature: unknown key"):
         options(cfg.model, "smoke")
     cfg.model.method, cfg.model.method_options = "seqjepa", {"x": 1}
-    with pytest.raises(ConfigError, match="seq-JEPA takes none"):
+    with pytest.raises(ConfigError, match="seqjepa takes none"):
         options(cfg.model)
 
 

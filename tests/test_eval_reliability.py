@@ -185,7 +185,7 @@ def test_every_constructor_setting_has_declared_bounds():
     declared = {f.name for f in dataclasses.fields(ModelConfig)} | {f.name for f in dataclasses.fields(WorldHparams)}
     for method in METHODS:
         cls = model_class(method)
-        own = {f.name for f in dataclasses.fields(cls.Options)} if hasattr(cls, "Options") else set()
+        own = {f.name for f in dataclasses.fields(cls.Options)} if cls.Options is not None else set()
         assert set(inspect.signature(cls).parameters) <= declared | own, method
 
 

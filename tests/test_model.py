@@ -275,12 +275,14 @@ def test_heads_must_divide_d_model():
         SeqJEPA(**{**SMALL, "act_cond": "sometimes"})
 
 
-def test_hparams_rebuild_and_from_config():
+def test_hparams_rebuild_and_build_from_the_config():
+    from seqjepa.baselines import build
     m = small(pos_emb=True, act_cond="predictor", ema=False)
     rebuilt = SeqJEPA(**m.hparams)
     rebuilt.load_state_dict(m.state_dict())  # strict
     cfg = preset("smoke").model
-    m2 = SeqJEPA.from_config(cfg, action_dim=4, mean=(0.1, 0.2, 0.3), std=(1, 1, 1))
+    m2 = build(cfg, action_dim=4, mean=(0.1, 0.2, 0.3), std=(1, 1, 1))
+    assert set(m2.hparams) - {"action_dim", "mean", "std", "action_bn"} == set(SeqJEPA.model_settings)
     assert m2.hparams["width"] == cfg.width and m2.hparams["act_dim"] == cfg.act_dim
     assert m2.hparams["mean"] == [0.1, 0.2, 0.3]
 

@@ -55,10 +55,6 @@ METHODS: Registry[type[nn.Module]] = Registry("method", "model.method", {
     "conv_jepa": ConvJEPA,
 })
 
-# ModelConfig fields a baseline takes when its constructor has a parameter of that name.
-SHARED = ("depth", "width", "stem", "act_dim", "ema")
-
-
 def method_class(name: str) -> type[nn.Module]:
     """The class ``model.method`` names; ConfigError naming the setting and the methods if it names none.
 
@@ -72,12 +68,13 @@ vicreg_traj, sen, equimod, sie, cond_byol, conv_jepa
 
 
 def options(cfg: ModelConfig, preset: str = "paper"):
-    """The resolved ``Options`` of ``cfg.method`` (None for seq-JEPA); raises ConfigError on a bad option."""
+    """The resolved ``Options`` of ``cfg.method`` (None for a method without, seq-JEPA); raises ConfigError on a
+    bad option."""
     cls = method_class(cfg.method)
-    if cls is SeqJEPA:
+    if cls.Options is None:
         if cfg.method_options:
-            raise ConfigError(f"model.method_options: got {cfg.method_options!r}; seq-JEPA takes none (its settings "
-                              f"are the model.* keys)")
+            raise ConfigError(f"model.method_options: got {cfg.method_options!r}; {cfg.method} takes none (its "
+                              f"settings are the model.* keys)")
         return None
     return resolve_options(cls.Options, cls.PRESETS, preset, cfg.method_options)
 
@@ -90,14 +87,11 @@ def build(cfg: ModelConfig, *, action_dim: int, preset: str = "paper", mean: Seq
     action batching in training (see :class:`SeqJEPA`): the baselines have one way each, the official one.
     """
     opts = options(cfg, preset)
-    if opts is None:
-        return SeqJEPA.from_config(cfg, action_dim=action_dim, mean=mean, std=std, action_bn=action_bn)
-    cls = METHODS[cfg.method]
+    cls = method_class(cfg.method)
     params = inspect.signature(cls).parameters
-    shared = {k: getattr(cfg, k) for k in SHARED if k in params}
-    if "action_dim" in params:
-        shared["action_dim"] = action_dim
-    return cls(**shared, **dataclasses.asdict(opts), mean=mean, std=std)
+    kwargs = {k: getattr(cfg, k) for k in cls.model_settings if k in params}
+    kwargs |= {k: v for k, v in (("action_dim", action_dim), ("action_bn", action_bn)) if k in params}
+    return cls(**kwargs, **(dataclasses.asdict(opts) if opts else {}), mean=mean, std=std)
 
 
 __all__ = ["BYOL", "CondBYOL", "ConvJEPA", "EquiMod", "METHODS", "SEN", "SIE", "SimCLR", "VICReg",
