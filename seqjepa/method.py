@@ -4,7 +4,8 @@ What the trainer, checkpoints, evaluation and planners use, and nothing else:
 
 ==========================  ==========================================================================================
 ``encoder``, ``dim``        the ResNet f and the width D of its outputs z (the equivariant representation)
-``hparams``                 the constructor's keyword arguments: ``type(model)(**model.hparams)`` rebuilds it
+``hparams``                 the constructor's arguments, defaults filled in, recorded by :class:`Method` itself:
+                            ``type(model)(**model.hparams)`` rebuilds it (a checkpoint stores them)
 ``prepare``, ``encode``     uint8 views [B, T, 3, H, W] → normalised images → z [B, T, D]
 ``encode_target``           the target encoder f̄ (EMA copy, or f under no_grad), [B, T, 3, H, W] → [B, T, D]
 ``forward``                 (views, actions) → :class:`Output`
@@ -31,6 +32,8 @@ What the trainer, checkpoints, evaluation and planners use, and nothing else:
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from collections.abc import Sequence
 from typing import ClassVar, TypedDict
 
@@ -50,6 +53,11 @@ class Output(TypedDict, total=False):
     target: torch.Tensor   # [B, D] the target encoder's embedding of the target view
 
 
+def _plain(value):
+    """A constructor argument as a checkpoint stores it: tuples as lists, numbers and strings as they are."""
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
 def normalisation_from_buffers(module: nn.Module, incompatible_keys=None) -> None:
     """load_state_dict post-hook: ``hparams`` mean/std follow the loaded buffers.
 
@@ -63,7 +71,8 @@ class Method(nn.Module):
     """Base class of every method: a ResNet encoder, input normalisation, EMA targets and AdamW groups.
 
     Subclasses call ``super().__init__`` with the encoder settings, build their heads, register EMA pairs with
-    :meth:`add_target`, set ``self.hparams`` to their constructor kwargs and implement ``forward``.
+    :meth:`add_target` and implement ``forward``. Their constructors take keyword arguments only; once the
+    outermost one returns, ``hparams`` holds its arguments (tuples as lists), so nothing lists them twice.
     """
 
     predicts: ClassVar[bool] = False
@@ -88,13 +97,26 @@ class Method(nn.Module):
         self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, 3, 1, 1))
         self.register_load_state_dict_post_hook(normalisation_from_buffers)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording(self, *args, **kw):
+            init(self, *args, **kw)
+            if type(self).__init__ is recording:  # a subclass's constructor records its own arguments
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                self.hparams = {k: _plain(v) for k, v in list(bound.arguments.items())[1:]}
+
+        cls.__init__ = recording
+
     @property
     def agg_dim(self) -> int:
         return self.dim
-
-    def encoder_hparams(self) -> dict:
-        return dict(depth=self.encoder.depth, width=self.encoder.width, stem=self.encoder.stem,
-                    mean=self.mean.flatten().tolist(), std=self.std.flatten().tolist())
 
     def prepare(self, views: torch.Tensor) -> torch.Tensor:
         """uint8 [B, T, 3, H, W] → normalised float [B·T, 3, H, W] on the model's device."""

@@ -151,10 +151,6 @@ class SeqJEPA(Method):
             raise ValueError(f"action_dim and act_dim must be >= 1 with act_cond={act_cond!r}; "
                              f"got {action_dim} and {act_dim}")
         super().__init__(depth=depth, width=width, stem=stem, mean=mean, std=std)
-        self.hparams = dict(action_dim=action_dim, depth=depth, width=width, stem=stem, act_dim=act_dim,
-                            agg_layers=agg_layers, agg_heads=agg_heads, agg_ff_mult=agg_ff_mult, dropout=dropout,
-                            pos_emb=pos_emb, pred_hidden=pred_hidden, act_cond=act_cond, ema=ema,
-                            mean=[float(m) for m in mean], std=[float(s) for s in std], action_bn=action_bn)
         self.act_cond = act_cond
         self.action_bn = action_bn
         D = self.dim

@@ -307,6 +307,9 @@ def test_interface_and_hparams_rebuild(name):
     cfg = preset("smoke")
     apply_overrides(cfg, [f"model.method={name}", "model.width=4"])
     m, v = build(cfg.model, action_dim=4, preset="smoke"), views(B=6, T=4)
+    # hparams are the outermost constructor's arguments, every one of them (CondBYOL's too, not BYOL's)
+    assert list(m.hparams) == list(inspect.signature(type(m)).parameters)
+    assert m.hparams["width"] == 4 and m.hparams["mean"] == [0.5, 0.5, 0.5]
     assert type(m)(**json.loads(json.dumps(m.hparams))).state_dict().keys() == m.state_dict().keys()
     assert m.dim == m.encoder.out_dim == 32 and m.encode(v).shape == (6, 4, 32)
     out = m(v, torch.randn(6, 3, 4))

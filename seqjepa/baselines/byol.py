@@ -48,7 +48,6 @@ class BYOL(Method):
                  depth: int = 18, width: int = 64, stem: str = "imagenet",
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25)):
         super().__init__(depth=depth, width=width, stem=stem, mean=mean, std=std)
-        self.hparams = dict(proj_dims=list(proj_dims), pred_hidden=pred_hidden, ema=ema, **self.encoder_hparams())
         self.projector = projector(self.dim, proj_dims)
         out = proj_dims[-1]
         self.predictor = projector(out, [pred_hidden, out], last_bias=True, last_norm=False)

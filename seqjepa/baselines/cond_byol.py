@@ -35,7 +35,6 @@ class CondBYOL(BYOL):
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25)):
         super().__init__(proj_dims=proj_dims, pred_hidden=pred_hidden, ema=ema, depth=depth, width=width, stem=stem,
                          mean=mean, std=std)
-        self.hparams = dict(action_dim=action_dim, act_dim=act_dim, **self.hparams)
         out = proj_dims[-1]
         self.action_embed = action_projector(action_dim, act_dim)
         self.predictor = projector(act_dim + out, [pred_hidden, out], last_bias=True, last_norm=False)

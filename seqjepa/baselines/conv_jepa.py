@@ -69,8 +69,6 @@ class ConvJEPA(Method):
         super().__init__(depth=depth, width=width, stem=stem, mean=mean, std=std)
         if pair_reduction not in ("mean", "sum"):
             raise ValueError(f"pair_reduction: got {pair_reduction!r}; allowed: 'mean' or 'sum'")
-        self.hparams = dict(action_dim=action_dim, act_dim=act_dim, proj_dims=list(proj_dims),
-                            pred_hidden=pred_hidden, pair_reduction=pair_reduction, ema=ema, **self.encoder_hparams())
         self.pair_reduction = pair_reduction
         out = proj_dims[-1]
         self.projector = projector(self.dim, proj_dims)

@@ -48,8 +48,6 @@ class EquiMod(Method):
                  stem: str = "imagenet", mean: Sequence[float] = (0.5, 0.5, 0.5),
                  std: Sequence[float] = (0.25, 0.25, 0.25)):
         super().__init__(depth=depth, width=width, stem=stem, mean=mean, std=std)
-        self.hparams = dict(action_dim=action_dim, act_dim=act_dim, proj_dims=list(proj_dims),
-                            temperature=temperature, equi_weight=equi_weight, **self.encoder_hparams())
         self.temperature, self.equi_weight = temperature, equi_weight
         self.projector_inv = projector(self.dim, proj_dims)
         self.projector_equi = projector(self.dim, proj_dims)

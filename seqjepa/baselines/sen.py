@@ -45,8 +45,6 @@ class SEN(Method):
                  temperature: float = 0.5, depth: int = 18, width: int = 64, stem: str = "imagenet",
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25)):
         super().__init__(depth=depth, width=width, stem=stem, mean=mean, std=std)
-        self.hparams = dict(action_dim=action_dim, act_dim=act_dim, proj_dims=list(proj_dims),
-                            temperature=temperature, **self.encoder_hparams())
         self.temperature = temperature
         self.projector = projector(self.dim, proj_dims)
         self.action_embed = action_projector(action_dim, act_dim)

@@ -78,9 +78,6 @@ class SIE(Method):
                  width: int = 64, stem: str = "imagenet", mean: Sequence[float] = (0.5, 0.5, 0.5),
                  std: Sequence[float] = (0.25, 0.25, 0.25)):
         super().__init__(depth=depth, width=width, stem=stem, mean=mean, std=std)
-        self.hparams = dict(action_dim=action_dim, proj_dims=list(proj_dims), inv_weight=inv_weight,
-                            equi_weight=equi_weight, var_weight=var_weight, cov_weight=cov_weight,
-                            **self.encoder_hparams())
         self.weights = dict(inv=inv_weight, equi=equi_weight, var=var_weight, cov=cov_weight)
         self.split = self.dim // 2
         self.projector_inv = projector(self.split, proj_dims, hidden_bias=True, last_norm=False)

@@ -44,7 +44,6 @@ class SimCLR(Method):
                  depth: int = 18, width: int = 64, stem: str = "imagenet",
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25)):
         super().__init__(depth=depth, width=width, stem=stem, mean=mean, std=std)
-        self.hparams = dict(proj_dims=list(proj_dims), temperature=temperature, **self.encoder_hparams())
         self.temperature = temperature
         self.projector = projector(self.dim, proj_dims)
 

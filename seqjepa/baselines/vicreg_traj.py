@@ -66,8 +66,6 @@ class VICRegTraj(Method):
                  width: int = 64, stem: str = "imagenet", mean: Sequence[float] = (0.5, 0.5, 0.5),
                  std: Sequence[float] = (0.25, 0.25, 0.25)):
         super().__init__(depth=depth, width=width, stem=stem, mean=mean, std=std)
-        self.hparams = dict(proj_dims=list(proj_dims), inv_weight=inv_weight, var_weight=var_weight,
-                            cov_weight=cov_weight, traj_weight=traj_weight, **self.encoder_hparams())
         self.weights = dict(inv_weight=inv_weight, var_weight=var_weight, cov_weight=cov_weight)
         self.traj_weight = traj_weight
         self.projector = projector(self.dim, proj_dims, hidden_bias=True, last_norm=False)
