@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path, PurePath
 
-from seqjepa.config import (RESUME_FIXED, Config, ConfigError, DataError, apply_overrides, from_dict, help_lines, preset,
-                            resume_differences)
+from seqjepa.config import (MAX_SEED, RESUME_FIXED, Config, ConfigError, DataError, apply_overrides, from_dict,
+                            help_lines, preset, resume_differences, to_dict)
 
 DEFAULT_PRESET = "cpu"
 RUN_RECORD = ("versions", "command")  # what config.json holds besides the settings
@@ -170,7 +170,6 @@ def record_resume(run_dir: Path, cfg: Config) -> None:
     """config.json takes the settings a resume changed (a lower lr, more steps): the next resume and the evaluation
     then read what the newest checkpoints were trained with. Its versions and first command stay."""
     from seqjepa.files import write_json
-    from seqjepa.config import to_dict
 
     path = run_dir / "config.json"
     data = json.loads(path.read_text())
@@ -256,14 +255,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def at_least(low: int, *flags: tuple[str, int]) -> None:
+    """Each ``(flag, value)`` an integer >= ``low``: argparse checks the type, not the range."""
+    for flag, value in flags:
+        if value < low:
+            raise CliError(f"{flag}: got {value}; expected an integer >= {low}")
+
+
 def cmd_plan(args) -> int:
     from agents.plan_eval import PlanConfig, plan_checkpoint
 
-    from seqjepa.config import MAX_SEED
-    for flag, value in (("--episodes", args.episodes), ("--horizon", args.horizon),
-                        ("--candidates", args.candidates), ("--iterations", args.iterations)):
-        if value < 1:
-            raise CliError(f"{flag}: got {value}; expected an integer >= 1")
+    at_least(1, ("--episodes", args.episodes), ("--horizon", args.horizon), ("--candidates", args.candidates),
+             ("--iterations", args.iterations))
     if not 0 <= args.seed <= MAX_SEED:
         raise CliError(f"--seed: got {args.seed}; expected an integer in [0, {MAX_SEED}]")
     pc = PlanConfig(episodes=args.episodes, horizons=tuple(sorted({1, args.horizon})), candidates=args.candidates,
@@ -288,7 +291,7 @@ def cmd_envs(args) -> int:
             world = envs.make_world(env_id, image_size=32) if "image_size" in {
                 f.name for f in dataclasses.fields(cls.Options)} else envs.make_world(env_id)
         except DataError as e:  # a world over a dataset on disk, with no dataset given: list it anyway
-            if not getattr(cls, "needs_data", False):
+            if not cls.needs_data:
                 raise
             print(f"{env_id}: {cls.name}\n  action: {cls.action_doc}\n  needs data: {e}")
             print("  options (--set world.options.NAME=VALUE):")
@@ -314,10 +317,9 @@ def cmd_preview(args) -> int:
 
 def cmd_bench(args) -> int:
     from seqjepa.bench import cmd
-    for flag, value, low in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0),
-                             ("--bank-objects", args.bank_objects, 1)):
-        if value < low:
-            raise CliError(f"{flag}: got {value}; expected an integer >= {low}")
+
+    at_least(1, ("--repeats", args.repeats), ("--bank-objects", args.bank_objects))
+    at_least(0, ("--warmup", args.warmup))
     return cmd(args, build_config(args))
 
 

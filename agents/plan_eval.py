@@ -42,7 +42,7 @@ from envs.saccades import PATH_LEN, Saccades
 from envs.sequences import rollout
 from eval.features import collect
 from eval.probes import fit_classifier
-from eval.progress import Progress, wants_bar
+from seqjepa.progress import Progress, wants_bar
 
 from .active_vision import ActiveVisionPolicy
 from .planning import LatentGoalCost, PlanSpace, cem, execute, goal_error, gradient_plan, space_for, world_cost
@@ -267,8 +267,8 @@ def plan_checkpoint(path: str | Path, pc: PlanConfig | None = None, log: Callabl
     The checkpoint is read as ``run.py eval`` reads it (:func:`load_model`): ``overrides`` on top of its config,
     no plug-in module imported on its word unless ``overrides`` set ``world.env`` or it is ``trusted``.
     """
-    from seqjepa.files import atomic_write, write_json
     from seqjepa.data import build_world
+    from seqjepa.files import atomic_write, write_json
 
     path, pc = Path(path), pc or PlanConfig()
     model, cfg, ckpt = load_model(path, overrides=overrides, trusted=trusted)

@@ -69,6 +69,7 @@ class World(abc.ABC):
     # names one idea alike (``image_size``, ``num_classes``, ``data_seed``); an old name still loads as the new one
     # (:meth:`rename_options`), so runs/*/config.json and the configs inside checkpoints keep working.
     RENAMED: ClassVar[dict[str, str]] = {}
+    needs_data: ClassVar[bool] = False  # True: built only over a dataset on disk (`run.py envs` lists it without one)
     name: ClassVar[str] = ""                     # one line for `run.py envs`
     action_doc: ClassVar[str] = ""               # what the action means, with units
     metadata: ClassVar[dict] = {"render_fps": 4}

@@ -25,7 +25,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ def load_index(root: Path, prefix: str) -> tuple[list[str], np.ndarray]:
 class IEBench(World):
     """The real 3DIEBench: 55 ShapeNet classes, pre-rendered views, relative rotation (and hue) actions."""
 
-    needs_data: ClassVar[bool] = True  # built only with a dataset on disk (tests use tests/iebench_tree.py)
+    needs_data = True  # tests build it over tests/iebench_tree.py
 
     @dataclass
     class Options:

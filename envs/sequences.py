@@ -204,7 +204,7 @@ def _warn(message: str) -> None:
 
 
 def _cache_folder(cache_dir: str) -> Path:
-    """``cache_dir`` as an existing folder; ValueError naming it when it is a file or cannot be created."""
+    """``cache_dir`` as an existing folder; DataError naming it when it is a file or cannot be created."""
     folder = Path(os.path.expanduser(cache_dir))
     if folder.exists() and not folder.is_dir():
         raise DataError(f"world.cache_dir: {folder} is a file; expected a folder for the view-bank caches "

@@ -3,7 +3,7 @@
 One module per suite (linear_probe, equivariance, action_use, path_integration, ood, retrieval, knn), run by
 :func:`evaluate`; ``eval.from_checkpoint.evaluate_checkpoint`` checks a checkpoint, evaluates it alone and writes
 the report (numbers beside their yardsticks: random init, chance, ``eval.paper``'s values), ``eval.tensorboard``
-logs what the model predicts, ``eval.progress`` shows the progress of long steps.
+logs what the model predicts; long steps show their progress through ``seqjepa.progress``.
 
 >>> from eval import evaluate, format_table                                                  # doctest: +SKIP
 >>> res = evaluate(model, world_train, world_test, cfg.eval, device="cuda", suites="all")    # doctest: +SKIP

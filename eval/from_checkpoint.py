@@ -35,25 +35,17 @@ from torch.overrides import TorchFunctionMode
 
 import envs
 from seqjepa import checkpoint, files
-from seqjepa.baselines import METHODS
+from seqjepa.baselines import METHODS, method_class
 from seqjepa.checkpoint import CheckpointError
 from seqjepa.config import (Config, ConfigError, ModelConfig, TrainConfig, WorldConfig, apply_overrides, from_dict, opt,
                             set_field)
 from seqjepa.data import build_bank, build_world
 from seqjepa.device import resolve_device
-from seqjepa.model import ACTION_BNS, SeqJEPA
+from seqjepa.model import ACTION_BNS
 
 from . import plots
 from .ood import has_ood_option
 from .suite import SUITE_NAMES, evaluate, format_table, resolve_suites, suite_of, views_needed
-
-
-def model_class(method: str) -> type[nn.Module]:
-    """The class a checkpoint's ``model_hparams`` rebuild: seq-JEPA, or a baseline of seqjepa.baselines."""
-    if method == "seqjepa":
-        return SeqJEPA
-    from seqjepa.baselines import method_class
-    return method_class(method)
 
 
 # -- reading a checkpoint -------------------------------------------------------------------------------------------
@@ -102,7 +94,7 @@ def check_network(ckpt: dict, path: Path) -> None:
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                 for k, v in weights.items()):
         raise bad("model: expected a mapping of parameter names to tensors")
-    cls = model_class(method)
+    cls = method_class(method)
     check_hparams(hp, cls, method, weights, bad)
     try:
         with torch.device("meta"), LiteralsOnCPU():
@@ -209,7 +201,7 @@ def checkpoint_network(ckpt: dict, cfg: Config, *, trained: bool) -> nn.Module:
     construction drew."""
     if not trained:
         torch.manual_seed(cfg.train.seed)
-    model = model_class(ckpt.get("method", "seqjepa"))(**ckpt["model_hparams"])
+    model = method_class(ckpt.get("method", "seqjepa"))(**ckpt["model_hparams"])
     if trained:
         model.load_state_dict(ckpt["model"])
     return model

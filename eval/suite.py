@@ -36,11 +36,11 @@ from torch import nn
 from envs.base import World
 from envs.sequences import ViewBank
 from seqjepa.config import ConfigError
+from seqjepa.progress import Progress, wants_bar
 from seqjepa.registry import Registry
 
 from . import action_use, equivariance, knn, linear_probe, ood, paper, path_integration, retrieval
 from .common import TEST_SEED_OFFSET, Context, base_protocol, common_protocol, sample_features
-from .progress import Progress, wants_bar
 
 if TYPE_CHECKING:
     from seqjepa.config import EvalConfig

@@ -44,6 +44,7 @@ from .data import build_source, build_world, resume_streams, to_device
 from .device import resolve_device, use_bf16
 from .model import tau_at
 from .monitor import HeldOutMonitor, OnlineProbes, probe_features
+from .progress import wants_bar
 
 
 class TrainingDiverged(RuntimeError):
@@ -352,8 +353,7 @@ def open_run_dir(run: Run, *, resume: bool, resume_from: Path | None) -> None:
 
 def progress_bar(run: Run):
     """A tqdm bar on the main process when train.progress asks for one (``auto``: on a terminal), else None."""
-    p = run.cfg.train.progress
-    if not run.main or not (p == "on" or (p == "auto" and sys.stderr.isatty())):
+    if not run.main or not wants_bar(run.cfg.train.progress):
         return None
     from tqdm import tqdm
     return tqdm(total=run.cfg.train.steps, initial=run.step, dynamic_ncols=True)

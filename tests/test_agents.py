@@ -246,7 +246,7 @@ def test_plan_cli_end_to_end(smoke_cfg, tmp_path):
 
 def test_plan_active_vision_on_saccades(smoke_cfg, tmp_path, monkeypatch):
     from agents.plan_eval import PlanConfig, plan_checkpoint
-    from eval import progress
+    from seqjepa import progress
     ckpt = _train_smoke(smoke_cfg, tmp_path, "sac", [
         "world.env=seqjepa/Saccades-v0", "world.options={}", "world.options.scene_size=48",
         "world.options.image_size=16", "world.options.num_classes=2", "world.options.per_class=4"])

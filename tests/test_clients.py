@@ -25,7 +25,7 @@ from test_envs import small_options
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 WORLD_IDS = sorted(envs.WORLDS)
-PROCEDURAL_IDS = [i for i in WORLD_IDS if not getattr(envs.WORLDS[i], "needs_data", False)]
+PROCEDURAL_IDS = [i for i in WORLD_IDS if not envs.WORLDS[i].needs_data]
 
 # Small, fast settings per world (views of 16 px, few images), for everything but SB3.
 FAST = {"seqjepa/RotatingObjects-v0": {"image_size": 16},

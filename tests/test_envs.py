@@ -20,7 +20,7 @@ def small_options(env_id):
     cls = envs.WORLDS[env_id]
     fields = {f for f in cls.Options.__dataclass_fields__}
     out = {k: v for k, v in SMALL.items() if k in fields}
-    if getattr(cls, "needs_data", False):  # a world over a dataset on disk: its tiny fixture tree
+    if cls.needs_data:  # a world over a dataset on disk: its tiny fixture tree
         out["root"] = str(data_root(env_id))
     return out
 

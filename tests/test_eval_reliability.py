@@ -16,7 +16,7 @@ import torch
 
 import run
 from eval.from_checkpoint import evaluate_checkpoint, merge_results, open_checkpoint
-from eval.progress import Progress
+from seqjepa.progress import Progress
 from seqjepa import checkpoint
 from seqjepa.checkpoint import CheckpointError
 from seqjepa.config import WorldConfig
@@ -178,13 +178,14 @@ def test_every_constructor_setting_has_declared_bounds():
     import dataclasses
     import inspect
 
-    from eval.from_checkpoint import WorldHparams, model_class
+    from eval.from_checkpoint import WorldHparams
+    from seqjepa.baselines import method_class
     from seqjepa.baselines import METHODS
     from seqjepa.config import ModelConfig
 
     declared = {f.name for f in dataclasses.fields(ModelConfig)} | {f.name for f in dataclasses.fields(WorldHparams)}
     for method in METHODS:
-        cls = model_class(method)
+        cls = method_class(method)
         own = {f.name for f in dataclasses.fields(cls.Options)} if cls.Options is not None else set()
         assert set(inspect.signature(cls).parameters) <= declared | own, method
 
@@ -312,7 +313,7 @@ def test_progress_lines_without_a_terminal_and_a_bar_with_one(capsys):
 
 def test_evaluate_reports_each_long_step(monkeypatch, tmp_path, good):
     """With no terminal, every step of an evaluation (features, each suite's fits) says what it is doing."""
-    from eval import progress
+    from seqjepa import progress
     monkeypatch.setattr(progress, "EVERY", 0.0)
     lines = []
     evaluate_checkpoint(good, [f"world.cache_dir={tmp_path}", "eval.random_init_baseline=false",

@@ -3,7 +3,7 @@
     options (seqjepa.config, and seqjepa.registry, the one registry class every named set uses)
       -> worlds and the policies that collect their data (envs, agents' data policies)
       -> the model and its metrics (seqjepa.method, model, encoder, metrics, baselines)
-      -> training (seqjepa.train, data, device, monitor, checkpoint, distributed, bench)
+      -> training (seqjepa.train, data, device, monitor, progress, checkpoint, distributed, bench)
       -> evaluation (eval)
       -> planners that use a trained model (agents.planning, active_vision, plan_eval)
       -> run.py and benchmarks/
@@ -24,8 +24,8 @@ PACKAGES = ("seqjepa", "envs", "agents", "eval")
 DATA_POLICIES = {"agents", "agents.base", "agents.random_policy", "agents.saliency", "agents.uniform", "agents.sweep"}
 PLANNERS = {"agents.planning", "agents.active_vision", "agents.plan_eval"}
 MODEL = {"seqjepa.model", "seqjepa.method", "seqjepa.encoder", "seqjepa.metrics"}
-TRAINING = {"seqjepa.train", "seqjepa.data", "seqjepa.device", "seqjepa.monitor", "seqjepa.checkpoint", "seqjepa.distributed",
-            "seqjepa.bench"}
+TRAINING = {"seqjepa.train", "seqjepa.data", "seqjepa.device", "seqjepa.monitor", "seqjepa.progress",
+            "seqjepa.checkpoint", "seqjepa.distributed", "seqjepa.bench"}
 LAYERS = ("options", "worlds", "model", "training", "eval", "planners", "launcher")
 
 

@@ -1,6 +1,6 @@
-"""Progress of steps that can run for minutes (probe fits, feature passes, planners): a tqdm bar on a terminal,
-otherwise a line every ``EVERY`` seconds through the caller's ``log``, so a log file never goes quiet for long and
-a short step adds nothing to it.
+"""Progress of steps that can run for minutes (training, probe fits, feature passes, planners): a tqdm bar on a
+terminal, otherwise a line every ``EVERY`` seconds through the caller's ``log``, so a log file never goes quiet for
+long and a short step adds nothing to it.
 
 >>> with Progress("eval: path_integration", unit="epochs", log=print, bar=False) as p:
 ...     p.update(note="rotation/full/M=1")
