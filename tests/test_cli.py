@@ -1,6 +1,6 @@
 """The launcher: bad input exits 2 with one line and no traceback; the commands run and say what they did.
 
-The bad-input corpus is tests/test_reliability.py (in-process); here the real entry point runs as a subprocess.
+The bad-input corpus is tests/test_bad_input.py (in-process); here the real entry point runs as a subprocess.
 """
 import subprocess
 import sys
