@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path, PurePath
 
-from seqjepa.config import (MAX_SEED, RESUME_FIXED, Config, ConfigError, DataError, apply_overrides, from_dict,
-                            help_lines, preset, resume_differences, to_dict)
+from seqjepa.config import MAX_SEED, RESUME_FIXED, Config, preset, resume_differences
+from seqjepa.options import ConfigError, DataError, apply_overrides, from_dict, help_lines, to_dict
 
 DEFAULT_PRESET = "cpu"
 RUN_RECORD = ("versions", "command")  # what config.json holds besides the settings
@@ -279,7 +279,7 @@ def cmd_plan(args) -> int:
 def cmd_envs(args) -> int:
     import dataclasses
     import envs
-    from seqjepa.config import help_lines as option_lines
+    from seqjepa.options import help_lines as option_lines
 
     def renamed(cls) -> str:  # configs written with an old name still load: say which names those are
         pairs = ", ".join(f"{old} -> {new}" for old, new in cls.RENAMED.items())

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from envs.base import State, World
 from envs.saccades import Saccades
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 
 from .base import on_device, unfit
 

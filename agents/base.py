@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from envs.base import World, split_generator
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 
 
 def world_id(world: World) -> str:

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from envs import rotations as rt
 from envs.base import State, World
 from envs.saccades import Saccades
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 
 Cost = Callable[[Tensor], Tensor]  # actions [B, K, H, A] -> cost [B, K] (lower is better)
 Tick = Callable[[str], None]        # progress of a long search: called with what was just done

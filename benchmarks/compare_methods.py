@@ -32,7 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.from_checkpoint import evaluate_checkpoint  # noqa: E402
 from seqjepa.baselines import METHODS  # noqa: E402
-from seqjepa.config import Config, apply_overrides, preset  # noqa: E402
+from seqjepa.config import Config, preset  # noqa: E402
+from seqjepa.options import apply_overrides  # noqa: E402
 from seqjepa.train import train  # noqa: E402
 
 NAMES = {"seqjepa": "seq-JEPA", "simclr": "SimCLR", "byol": "BYOL", "vicreg": "VICReg", "vicreg_traj": "VICRegTraj",

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.features import collect  # noqa: E402
 from eval.probes import fit_classifier, fit_regressor  # noqa: E402
-from seqjepa.config import apply_overrides, preset  # noqa: E402
+from seqjepa.config import preset  # noqa: E402
+from seqjepa.options import apply_overrides  # noqa: E402
 from seqjepa.model import action_use, derangement, tau_at  # noqa: E402
 from seqjepa.data import build_bank, build_world  # noqa: E402
 from seqjepa.device import use_bf16  # noqa: E402

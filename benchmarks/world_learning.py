@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval.from_checkpoint import evaluate_checkpoint  # noqa: E402
-from seqjepa.config import apply_overrides, preset  # noqa: E402
+from seqjepa.config import preset  # noqa: E402
+from seqjepa.options import apply_overrides  # noqa: E402
 from seqjepa.train import train  # noqa: E402
 
 # Each world on the cpu preset; only what the world needs differs. Every world is read from a view bank of

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import envs  # noqa: E402
-from seqjepa.config import parse_value  # noqa: E402
+from seqjepa.options import parse_value  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

@@ -19,7 +19,7 @@ from functools import partial
 
 import gymnasium as gym
 
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 from seqjepa.registry import Registry
 
 from .base import Factor, State, World, fixed_size_work, prunes_work
@@ -49,7 +49,7 @@ def world_class(env_id: str) -> tuple[str, type[World]]:
     >>> world_class("seqjepa/Nope-v0")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    seqjepa.config.ConfigError: world.env: unknown world 'seqjepa/Nope-v0'; allowed: seqjepa/RotatingObjects-v0, ...
+    seqjepa.options.ConfigError: world.env: unknown world 'seqjepa/Nope-v0'; allowed: seqjepa/RotatingObjects-v0, ...
     """
     name = env_id
     if ":" in env_id:

@@ -39,7 +39,7 @@ from einops import rearrange
 from kornia.filters import filter2d_separable, get_gaussian_kernel1d
 from torch import Tensor
 
-from seqjepa.config import ConfigError, opt
+from seqjepa.options import ConfigError, opt
 
 from .base import Factor, State, World, prunes_work
 from .images import (CIFAR100_MEAN, CIFAR100_STD, PROCEDURAL_MAX_CLASSES, TINY_IMAGENET_MEAN, TINY_IMAGENET_STD,

@@ -122,7 +122,7 @@ class World(abc.ABC):
         Raises ConfigError naming the field, the value and what is allowed (for an unknown option: every option
         the world takes).
         """
-        from seqjepa.config import set_field, validate
+        from seqjepa.options import set_field, validate
 
         opts = dataclasses.replace(options) if options is not None else cls.Options()
         validate(opts)
@@ -145,10 +145,10 @@ class World(abc.ABC):
         >>> Saccades.rename_options({"glimpse": 16, "image_size": 16})
         Traceback (most recent call last):
         ...
-        seqjepa.config.ConfigError: glimpse: got 16 with image_size=16; allowed: one of them (glimpse is image_size's \
+        seqjepa.options.ConfigError: glimpse: got 16 with image_size=16; allowed: one of them (glimpse is image_size's \
 old name)
         """
-        from seqjepa.config import ConfigError
+        from seqjepa.options import ConfigError
 
         out: dict[str, Any] = {}
         for key, value in given.items():

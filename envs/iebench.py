@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqjepa.config import DataError, opt
+from seqjepa.options import DataError, opt
 
 from . import rotations as rt
 from .base import Factor, State, World, fingerprint_files

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from seqjepa.config import ConfigError, DataError
+from seqjepa.options import ConfigError, DataError
 
 from .base import fingerprint_files
 

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from seqjepa.config import ConfigError, opt
+from seqjepa.options import ConfigError, opt
 
 from . import rotations as rt
 from .base import Factor, State, World

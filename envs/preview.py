@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqjepa.config import ConfigError, set_field
+from seqjepa.options import ConfigError, set_field
 
 MIN_SIDE = 256  # frames are enlarged (nearest neighbour) to at least this many pixels per side
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from seqjepa.config import ConfigError, DataError, opt
+from seqjepa.options import ConfigError, DataError, opt
 
 from .base import Factor, State, World, fingerprint_files, split_generator
 from .saliency import classical_saliency, inhibit, object_saliency, sample_fixations, to_probability

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 
 from .sdf_render import hsv_to_rgb
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from seqjepa import files
-from seqjepa.config import ConfigError, DataError
+from seqjepa.options import ConfigError, DataError
 
 from .base import State, World
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqjepa.config import ConfigError, DataError
+from seqjepa.options import ConfigError, DataError
 
 __all__ = ["SIDE", "IMAGE_BYTES", "read_images", "read_labels", "load_stl10", "class_names", "load_saliency_maps",
            "SPLITS", "STL10_MEAN", "STL10_STD"]

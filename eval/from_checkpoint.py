@@ -37,8 +37,8 @@ import envs
 from seqjepa import checkpoint, files
 from seqjepa.baselines import METHODS, method_class
 from seqjepa.checkpoint import CheckpointError
-from seqjepa.config import (Config, ConfigError, ModelConfig, TrainConfig, WorldConfig, apply_overrides, from_dict, opt,
-                            set_field)
+from seqjepa.config import Config, ModelConfig, TrainConfig, WorldConfig
+from seqjepa.options import ConfigError, apply_overrides, from_dict, opt, set_field
 from seqjepa.data import build_bank, build_world
 from seqjepa.device import resolve_device
 from seqjepa.model import ACTION_BNS

@@ -35,7 +35,7 @@ from torch import nn
 
 from envs.base import World
 from envs.sequences import ViewBank
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 from seqjepa.progress import Progress, wants_bar
 from seqjepa.registry import Registry
 
@@ -62,7 +62,7 @@ def resolve_suites(suites: Sequence[str] | Literal["all"] | None, name: str = "-
     >>> resolve_suites(["knn", "nope"], "eval.suites")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    seqjepa.config.ConfigError: eval.suites: unknown suite 'nope'; allowed: all, linear_probe, equivariance, ...
+    seqjepa.options.ConfigError: eval.suites: unknown suite 'nope'; allowed: all, linear_probe, equivariance, ...
     """
     if isinstance(suites, str):
         suites = [suites]

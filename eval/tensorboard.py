@@ -134,7 +134,7 @@ _ABOUT = ("**Projector** `prediction_vs_target`: the predictor's ẑ (kind = pre
 
 def flat_config(cfg: Config) -> dict[str, bool | str | float | int]:
     """The config as dotted keys with hparams-safe values (lists and dicts become JSON strings)."""
-    from seqjepa.config import to_dict
+    from seqjepa.options import to_dict
 
     out: dict = {}
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 import envs
 from envs import Factor, State, World
-from seqjepa.config import opt
+from seqjepa.options import opt
 
 SHAPES = ("square", "disc", "cross")
 

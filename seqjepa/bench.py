@@ -38,7 +38,8 @@ import torch
 import envs
 from envs import ViewBank
 
-from .config import Config, apply_overrides, to_dict
+from .config import Config
+from .options import apply_overrides, to_dict
 from .data import build_world
 from .device import resolve_device, use_bf16
 from .model import tau_at

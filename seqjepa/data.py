@@ -18,7 +18,8 @@ from envs import SequenceSource, ViewBank
 
 from . import checkpoint
 from . import distributed as ddp
-from .config import Config, ConfigError
+from .config import Config
+from .options import ConfigError
 
 
 def build_world(cfg: Config, device: torch.device, split: str, **extra) -> envs.World:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import ConfigError
+from .options import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,7 +1,7 @@
 """One registry convention for every set of named things a setting picks from: worlds, methods, agents, suites.
 
 A :class:`Registry` maps names to objects in registration order. Looking up a name it does not hold raises the same
-one-line :class:`~seqjepa.config.ConfigError` everywhere, naming the setting, the value and what is allowed, so a
+one-line :class:`~seqjepa.options.ConfigError` everywhere, naming the setting, the value and what is allowed, so a
 typo in ``world.env``, ``model.method``, ``world.agent`` or ``eval.suites`` reads alike. The registry lives in the
 layer that knows its objects (envs, seqjepa.baselines, agents, eval); this module sits with the options at the
 bottom, so each of them can import it.
@@ -16,7 +16,7 @@ bottom, so each of them can import it.
 >>> colours["green"]
 Traceback (most recent call last):
 ...
-seqjepa.config.ConfigError: paint.colour: unknown colour 'green'; allowed: red, blue
+seqjepa.options.ConfigError: paint.colour: unknown colour 'green'; allowed: red, blue
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Generic, TypeVar
 
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 
 T = TypeVar("T")
 

@@ -39,7 +39,8 @@ from envs import SequenceSource, ViewBank
 
 from . import checkpoint, files
 from . import distributed as ddp
-from .config import Config, ConfigError, from_dict, resume_differences, to_dict
+from .config import Config, resume_differences
+from .options import ConfigError, from_dict, to_dict
 from .data import build_source, build_world, resume_streams, to_device
 from .device import resolve_device, use_bf16
 from .model import tau_at

@@ -23,7 +23,8 @@ def single_thread():
 @pytest.fixture
 def smoke_cfg(tmp_path):
     """The smoke preset writing its runs and caches under a temporary folder."""
-    from seqjepa.config import apply_overrides, preset
+    from seqjepa.config import preset
+    from seqjepa.options import apply_overrides
 
     cfg = preset("smoke")
     apply_overrides(cfg, [f"train.runs_dir={tmp_path / 'runs'}", f"world.cache_dir={tmp_path / 'cache'}",

@@ -12,7 +12,7 @@ import torch
 
 import envs
 from seqjepa import checkpoint
-from seqjepa.config import apply_overrides
+from seqjepa.options import apply_overrides
 from seqjepa.model import SeqJEPA, action_use, derangement, evaluating, uses_next_action
 from seqjepa.data import build_world
 from seqjepa.monitor import HeldOutMonitor, OnlineProbes

@@ -218,7 +218,7 @@ def test_train_agent_flag_sets_live_sequences_and_refuses_misfits(capsys):
 
 
 def _train_smoke(cfg, tmp_path, name, overrides):
-    from seqjepa.config import apply_overrides
+    from seqjepa.options import apply_overrides
     from seqjepa.train import train
     apply_overrides(cfg, [f"train.name={name}", "train.steps=2", "train.threads=1"] + overrides)
     train(cfg, tmp_path / name, log=lambda s: None)

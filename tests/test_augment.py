@@ -12,7 +12,7 @@ from PIL import Image
 from envs.augment import ACTION_SETS, Augmentations, resample_matrix, shift_hue
 from envs.images import (cifar100_images, digits_images, load_image_folder, procedural_images,
                          tiny_imagenet_images)
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 
 SMALL = dict(image_size=16, num_classes=4, per_class=6)
 IDENTITY = [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]  # raw: whole image, no jitter, no blur

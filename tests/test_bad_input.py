@@ -13,7 +13,8 @@ import torch
 
 import run
 from seqjepa import checkpoint
-from seqjepa.config import apply_overrides, preset
+from seqjepa.config import preset
+from seqjepa.options import apply_overrides
 from seqjepa.train import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")

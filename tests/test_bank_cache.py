@@ -25,7 +25,7 @@ from envs.iebench import IEBench
 from envs.saccades import Saccades
 from envs.sequences import BANK_FORMAT, STALE_TEMP_SECONDS, ViewBank
 from iebench_tree import write_tree
-from seqjepa.config import DataError
+from seqjepa.options import DataError
 from test_augment import write_cifar
 from test_saccades import write_stl10
 

@@ -19,7 +19,8 @@ from seqjepa.baselines.conv_jepa import moves_to_last, pairwise_loss
 from seqjepa.baselines.sie import equivariance_term
 from seqjepa.baselines.vicreg import covariance_term, variance_term, vicreg_loss
 from seqjepa.baselines.vicreg_traj import trajectory_term
-from seqjepa.config import ConfigError, apply_overrides, preset
+from seqjepa.config import preset
+from seqjepa.options import ConfigError, apply_overrides
 
 TINY = dict(depth=10, width=4, stem="cifar")  # 32-d encoder
 

@@ -69,7 +69,7 @@ def test_world_learning_report_averages_seeds_of_the_same_settings_only():
 
 @pytest.mark.slow
 def test_action_use_sees_actions_only_where_the_predictor_reads_them(smoke_cfg, tmp_path):
-    from seqjepa.config import apply_overrides
+    from seqjepa.options import apply_overrides
     from seqjepa.train import train
 
     au = load("action_use")
@@ -116,7 +116,8 @@ def test_supervised_equivariance_reads_a_visible_action_and_not_a_hidden_one(tmp
     import torch
 
     from envs.sequences import ViewBank
-    from seqjepa.config import apply_overrides, preset
+    from seqjepa.config import preset
+    from seqjepa.options import apply_overrides
     from seqjepa.data import build_bank, build_world
     from seqjepa.train import build_model
 
@@ -148,7 +149,7 @@ def test_view_diagnostics_loads_any_method_while_planning_refuses_a_baseline(smo
     import pytest
 
     from agents.plan_eval import load_model
-    from seqjepa.config import apply_overrides
+    from seqjepa.options import apply_overrides
     from seqjepa.train import train
 
     apply_overrides(smoke_cfg, ["train.eval_after=false", "model.method=simclr"])
@@ -164,29 +165,29 @@ def test_view_diagnostics_loads_any_method_while_planning_refuses_a_baseline(smo
     assert "effective rank of z on 1024 train-bank views: trained" in capsys.readouterr().out
 
 
-# -- benchmarks/paper_findings.py ------------------------------------------------------------------------------------
+# -- benchmarks/paper_findings.py and findings_report.py -------------------------------------------------------------
 
 
 def test_findings_rules_pass_and_fail_on_hand_made_numbers():
-    pf = load("paper_findings")
+    fr = load("findings_report")
     # F1: (top-1 M_val=1, M_val=5, random init M_val=1, M_val=5)
-    assert pf.rule_f1(80.0, 85.0, 30.0, 31.0)          # rises 5 points, random init 1
-    assert not pf.rule_f1(80.0, 85.0, 30.0, 36.0)      # random init rises more (6)
-    assert not pf.rule_f1(80.0, 79.0, 30.0, 25.0)      # no rise at all, however random init falls
+    assert fr.rule_f1(80.0, 85.0, 30.0, 31.0)          # rises 5 points, random init 1
+    assert not fr.rule_f1(80.0, 85.0, 30.0, 36.0)      # random init rises more (6)
+    assert not fr.rule_f1(80.0, 79.0, 30.0, 25.0)      # no rise at all, however random init falls
     # F2: (R² seq-JEPA, R² act_cond=none, top-1 seq-JEPA, top-1 act_cond=none)
-    assert pf.rule_f2(0.50, 0.30, 40.0, 42.5)          # drop 0.20, top-1 moves 2.5
-    assert not pf.rule_f2(0.50, 0.40, 40.0, 40.0)      # drop 0.10 < 0.15
-    assert not pf.rule_f2(0.50, 0.20, 40.0, 44.0)      # top-1 moves 4 > 3
+    assert fr.rule_f2(0.50, 0.30, 40.0, 42.5)          # drop 0.20, top-1 moves 2.5
+    assert not fr.rule_f2(0.50, 0.40, 40.0, 40.0)      # drop 0.10 < 0.15
+    assert not fr.rule_f2(0.50, 0.20, 40.0, 44.0)      # top-1 moves 4 > 3
     # F3: (R² seq-JEPA, R² BYOL, top-1 seq-JEPA, top-1 SIE)
-    assert pf.rule_f3(0.50, 0.35, 40.0, 40.0)
-    assert not pf.rule_f3(0.50, 0.40, 40.0, 30.0)      # R² lead 0.10 < 0.15
-    assert not pf.rule_f3(0.50, 0.10, 38.0, 39.0)      # SIE classifies better
+    assert fr.rule_f3(0.50, 0.35, 40.0, 40.0)
+    assert not fr.rule_f3(0.50, 0.40, 40.0, 30.0)      # R² lead 0.10 < 0.15
+    assert not fr.rule_f3(0.50, 0.10, 38.0, 39.0)      # SIE classifies better
     # F4: (full, no_actions, views_only, views_only at random init), at M = 4
-    assert pf.rule_f4(0.85, -0.03, 0.40, 0.20)
-    assert not pf.rule_f4(0.75, 0.00, 0.40, 0.20)      # full below 0.8
-    assert not pf.rule_f4(0.90, 0.30, 0.40, 0.20)      # actions zeroed still reads the move
-    assert not pf.rule_f4(0.97, 0.01, 0.22, 0.20)      # what random init already scores (the old saccade result)
-    assert not pf.rule_f4(0.90, 0.01, -0.03, -3.0)     # reads nothing; only the random init's head over-fits
+    assert fr.rule_f4(0.85, -0.03, 0.40, 0.20)
+    assert not fr.rule_f4(0.75, 0.00, 0.40, 0.20)      # full below 0.8
+    assert not fr.rule_f4(0.90, 0.30, 0.40, 0.20)      # actions zeroed still reads the move
+    assert not fr.rule_f4(0.97, 0.01, 0.22, 0.20)      # what random init already scores (the old saccade result)
+    assert not fr.rule_f4(0.90, 0.01, -0.03, -3.0)     # reads nothing; only the random init's head over-fits
 
 
 def findings_record(seeds=(0, 1, 2)) -> dict:
@@ -225,15 +226,15 @@ def findings_record(seeds=(0, 1, 2)) -> dict:
 
 
 def test_findings_verdicts_and_report_from_a_hand_made_record():
-    pf = load("paper_findings")
+    fr = load("findings_report")
     record = findings_record()
-    verdicts = {v.finding: v for v in pf.verdicts(record)}
+    verdicts = {v.finding: v for v in fr.verdicts(record)}
     assert verdicts["F1"].passed is True and verdicts["F1"].seeds_passing == (2, 3)  # seed 1: 40 -> 41 vs +2
     assert verdicts["F2"].passed is False          # R² drops 0.05 only
     assert verdicts["F3"].passed is True and verdicts["F3"].seeds_passing == (3, 3)
     assert verdicts["F4 saccades"].passed is True
     assert verdicts["F4 rotations"].passed is None and "missing" in verdicts["F4 rotations"].measured
-    text = pf.report(record)
+    text = fr.report(record)
     assert "```\npython benchmarks/paper_findings.py\n```" in text and "Some CPU, 2 logical CPUs" in text
     assert ("| F1 | **PASS** | PASS if, on the mean over seeds and at more than half of the seeds on their own, "
             "z_agg top-1 rises from M_val = 1 to 5") in text
@@ -246,13 +247,13 @@ def test_findings_verdicts_and_report_from_a_hand_made_record():
     assert "| `views_only` | 0.600 / 0.600 / 0.600 | **0.600** | 0.300 | +0.300 | – |" in text
     assert "| `full` | 0.900 / 0.900 / 0.900 | **0.900** | 0.970 | -0.070 | 0.888 |" in text
     assert text.count("| 100.0 | 50.0 | measured |") == 15
-    assert pf.summary(record).splitlines()[0].startswith("F1 PASS")
+    assert fr.summary(record).splitlines()[0].startswith("F1 PASS")
     # A rule that holds on the mean but at one seed in three (one lucky seed) fails; a missing number is not judged.
     lucky = [(40.0, 60.0, 20.0, 22.0), (40.0, 39.0, 20.0, 22.0), (40.0, 41.0, 20.0, 22.0)]
-    assert pf.judge("F1", "t", pf.rule_f1, lucky, list("abcd"), [".1f"] * 4).seeds_passing == (1, 3)
-    assert pf.judge("F1", "t", pf.rule_f1, lucky, list("abcd"), [".1f"] * 4).passed is False
-    assert pf.judge("F1", "t", pf.rule_f1, lucky[:1], list("abcd"), [".1f"] * 4).passed is True
-    assert pf.judge("F1", "t", pf.rule_f1, [(40.0, None, 20.0, 22.0)], list("abcd"), [".1f"] * 4).passed is None
+    assert fr.judge("F1", "t", fr.rule_f1, lucky, list("abcd"), [".1f"] * 4).seeds_passing == (1, 3)
+    assert fr.judge("F1", "t", fr.rule_f1, lucky, list("abcd"), [".1f"] * 4).passed is False
+    assert fr.judge("F1", "t", fr.rule_f1, lucky[:1], list("abcd"), [".1f"] * 4).passed is True
+    assert fr.judge("F1", "t", fr.rule_f1, [(40.0, None, 20.0, 22.0)], list("abcd"), [".1f"] * 4).passed is None
 
 
 def test_findings_report_only_rewrites_the_report_from_the_record(tmp_path, capsys):
@@ -280,7 +281,7 @@ def test_findings_run_trains_once_then_is_reused_resumed_or_refused(tmp_path, mo
             "eval.test_sequences=16", "eval.batch_size=16", "eval.mlp_hidden=8"]
     args = argparse.Namespace(quick=True, steps=None, set=tiny, cache_dir=str(tmp_path / "cache"), threads=1,
                               runs_dir=str(tmp_path / "runs"), pi_m=[4])
-    spec = pf.SPEC["seqjepa"]
+    spec = load("findings_report").SPEC["seqjepa"]
     row = pf.measure_run(spec, 0, args, "run 1/1")
     assert row["status"] == "measured" and row["train_s"] > 0 and row["eval_s"] > 0
     for metrics in (row["trained"], row["random_init"]):

@@ -1,7 +1,7 @@
 import pytest
 
-from seqjepa.config import (Config, ConfigError, apply_overrides, from_dict, help_lines, preset, resume_differences,
-                            to_dict)
+from seqjepa.config import Config, preset, resume_differences
+from seqjepa.options import ConfigError, apply_overrides, from_dict, help_lines, to_dict
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])

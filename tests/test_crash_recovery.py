@@ -15,7 +15,8 @@ import torch
 import run
 from conftest import ROOT
 from seqjepa import checkpoint, files
-from seqjepa.config import apply_overrides, preset
+from seqjepa.config import preset
+from seqjepa.options import apply_overrides
 from seqjepa.train import TrainingDiverged, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -23,7 +23,7 @@ import torch
 from conftest import ROOT
 from seqjepa import checkpoint
 from seqjepa import distributed as ddp
-from seqjepa.config import apply_overrides
+from seqjepa.options import apply_overrides
 from seqjepa.data import resume_streams
 from seqjepa.train import train
 

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """A smoke checkpoint (two steps) and the cache folder its run used."""
-    from seqjepa.config import apply_overrides, preset
+    from seqjepa.config import preset
+    from seqjepa.options import apply_overrides
     from seqjepa.train import train
 
     tmp = tmp_path_factory.mktemp("good")

@@ -333,7 +333,7 @@ def test_tensorboard_inspection_tags_and_projector(tmp_path):
 def test_evaluate_checkpoint_suites_and_report(tmp_path, short_paths, monkeypatch):
     from eval import plots
     from eval.from_checkpoint import evaluate_checkpoint
-    from seqjepa.config import apply_overrides
+    from seqjepa.options import apply_overrides
     from seqjepa.train import train
 
     cfg = preset("smoke")

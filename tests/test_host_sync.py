@@ -13,7 +13,7 @@ import envs
 from agents import AGENTS, make_agent
 from envs.sequences import SequenceSource, ViewBank
 from host_sync import HostSyncs
-from seqjepa.config import apply_overrides
+from seqjepa.options import apply_overrides
 from seqjepa.train import train
 
 PROCEDURAL = [w for w in sorted(envs.WORLDS) if "3DIEBench" not in w]  # 3DIEBench reads JPEGs from disk

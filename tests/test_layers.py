@@ -1,6 +1,6 @@
 """Layers point one way: every import of the project's own modules (those inside functions too) goes down.
 
-    options (seqjepa.config, and seqjepa.registry, the one registry class every named set uses)
+    options (seqjepa.options and seqjepa.config, seqjepa.registry: the one registry class, seqjepa.files)
       -> worlds and the policies that collect their data (envs, agents' data policies)
       -> the model and its metrics (seqjepa.method, model, encoder, metrics, baselines)
       -> training (seqjepa.train, data, device, monitor, progress, checkpoint, distributed, bench)
@@ -30,7 +30,7 @@ LAYERS = ("options", "worlds", "model", "training", "eval", "planners", "launche
 
 
 def layer(module: str) -> int:
-    if module in ("seqjepa", "seqjepa.config", "seqjepa.registry", "seqjepa.files"):
+    if module in ("seqjepa", "seqjepa.options", "seqjepa.config", "seqjepa.registry", "seqjepa.files"):
         return 0
     if module.startswith("envs") or module in DATA_POLICIES:
         return 1

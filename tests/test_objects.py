@@ -8,7 +8,7 @@ from envs import rotations as rt
 from envs.objects import CATEGORY_NAMES, RotatingObjects, build_objects
 from envs.sdf_render import BOUND_RADIUS, hsv_to_rgb, render
 from envs.superquadrics import Geometry, Parts
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 
 
 def rx(a):

@@ -19,7 +19,8 @@ import seqjepa.config
 from agents import AGENTS, make_agent
 from eval.suite import SUITE_NAMES, SUITES, resolve_suites
 from seqjepa.baselines import METHODS, method_class
-from seqjepa.config import Config, ConfigError, from_dict, preset, to_dict
+from seqjepa.config import Config, preset
+from seqjepa.options import ConfigError, apply_overrides, from_dict, to_dict
 from seqjepa.registry import Registry
 
 # -- the registry ----------------------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def test_the_config_layer_types_no_list_of_methods():
     """The config sits below the networks: it holds no copy of their names to keep in step."""
     assert not hasattr(seqjepa.config, "METHODS")
     cfg = preset("smoke")
-    seqjepa.config.apply_overrides(cfg, ["model.method=nope"])  # checked where the methods are known
+    apply_overrides(cfg, ["model.method=nope"])  # checked where the methods are known
     with pytest.raises(ConfigError, match="^model.method: unknown method 'nope'"):
         run.build_config(run.parser().parse_args(["train", "--preset", "smoke", "--set", "model.method=nope"]))
 

@@ -9,7 +9,7 @@ from envs.saccades import Saccades
 from envs.saliency import classical_saliency, inhibit, sample_fixations
 from envs.scenes import cluttered_scenes
 from envs.stl10 import IMAGE_BYTES, class_names, load_saliency_maps, load_stl10
-from seqjepa.config import ConfigError
+from seqjepa.options import ConfigError
 
 SMALL = dict(num_classes=3, per_class=2, scene_size=64, image_size=16)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from seqjepa import checkpoint
-from seqjepa.config import apply_overrides
+from seqjepa.options import apply_overrides
 from seqjepa.train import TrainingDiverged, lr_at, train
 
 
@@ -83,7 +83,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(smoke_cfg, tmp_
 
 def test_a_bank_larger_than_free_memory_is_refused_before_rendering(smoke_cfg, tmp_path, monkeypatch):
     from seqjepa import data
-    from seqjepa.config import ConfigError
+    from seqjepa.options import ConfigError
     monkeypatch.setattr(data, "free_memory", lambda device: 1000)  # bytes: smaller than one bank
     with pytest.raises(ConfigError, match=r"world.bank_objects=32, world.bank_views=6: the train view bank needs"):
         train(smoke_cfg, tmp_path / "run", log=lambda s: None)

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from seqjepa.config import ConfigError, ModelConfig
+from seqjepa.config import ModelConfig
+from seqjepa.options import ConfigError
 from seqjepa.model import ActionBN, SeqJEPA
 from seqjepa.registry import Registry
 
@@ -61,7 +62,7 @@ def method_class(name: str) -> type[nn.Module]:
     >>> method_class("nope")
     Traceback (most recent call last):
     ...
-    seqjepa.config.ConfigError: model.method: unknown method 'nope'; allowed: seqjepa, simclr, byol, vicreg, \
+    seqjepa.options.ConfigError: model.method: unknown method 'nope'; allowed: seqjepa, simclr, byol, vicreg, \
 vicreg_traj, sen, equimod, sie, cond_byol, conv_jepa
     """
     return METHODS[name]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seqjepa.config import opt
+from seqjepa.options import opt
 
 from seqjepa.method import Method, Output
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from seqjepa.config import set_field, validate
+from seqjepa.options import set_field, validate
 
 # -- heads ---------------------------------------------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ def cosine_regression(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def resolve_options(options_cls: type, presets: dict[str, dict], preset: str, overrides: dict[str, Any]) -> Any:
     """The method's ``Options``: its defaults (the paper's settings), then ``presets[preset]``, then ``overrides``.
 
-    Every value is checked by :func:`seqjepa.config.set_field`, so a bad one names ``model.method_options.KEY``.
+    Every value is checked by :func:`seqjepa.options.set_field`, so a bad one names ``model.method_options.KEY``.
     """
     opts = options_cls()
     validate(opts, "model.method_options.")

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from seqjepa.config import opt
+from seqjepa.options import opt
 
 from seqjepa.method import Method, Output
 

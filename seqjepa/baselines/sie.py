@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
 
-from seqjepa.config import opt
+from seqjepa.options import opt
 
 from seqjepa.method import Method, Output
 

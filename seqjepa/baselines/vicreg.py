@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from seqjepa.config import opt
+from seqjepa.options import opt
 
 from seqjepa.method import Method, Output
 
