@@ -41,7 +41,7 @@ from envs import ViewBank
 from .config import Config
 from .options import apply_overrides, to_dict
 from .data import build_world
-from .device import resolve_device, use_bf16
+from .device import resolve_device, use_bf16, use_channels_last
 from .model import tau_at
 from .train import build_model, train_step, versions
 
@@ -127,7 +127,7 @@ def make_step(cfg: Config, world: envs.World, device: torch.device, *, official:
         how = {"precision": "fp32", "channels_last": False, "compile": False, "optimizer": "Adam (defaults)"}
     else:
         bf16 = use_bf16(cfg.train.bf16, device)
-        channels_last = bf16 if cfg.train.channels_last == "auto" else cfg.train.channels_last == "on"
+        channels_last = use_channels_last(cfg.train.channels_last, bf16)
         compiled = cfg.train.compile
         fused = device.type == "cuda"
         optimizer = torch.optim.AdamW(model.param_groups(cfg.optim.weight_decay), lr=cfg.optim.lr,

@@ -32,3 +32,8 @@ def use_bf16(setting: str, device: torch.device) -> bool:
     if setting != "auto":
         return setting == "on"
     return device.type == "cuda" or cpu_has_amx()
+
+
+def use_channels_last(setting: str, bf16: bool) -> bool:
+    """``train.channels_last``: on, off, or auto = with bf16 autocast (where its convolutions gain from it)."""
+    return bf16 if setting == "auto" else setting == "on"

@@ -42,7 +42,7 @@ from . import distributed as ddp
 from .config import Config, resume_differences
 from .options import ConfigError, from_dict, to_dict
 from .data import build_source, build_world, resume_streams, to_device
-from .device import resolve_device, use_bf16
+from .device import resolve_device, use_bf16, use_channels_last
 from .model import tau_at
 from .monitor import HeldOutMonitor, OnlineProbes, probe_features
 from .progress import wants_bar
@@ -295,20 +295,21 @@ def set_up(cfg: Config, run_dir: Path, *, resume: bool, resume_from: Path | None
     # A fixed batch of the test split for the log-time measurements (action use, relative-action R²); every rank
     # draws it, since the probes' target scale comes from it, and only rank 0 measures.
     monitor = HeldOutMonitor.build(cfg, device, source.policy, cfg.train.batch_size // nproc, log)
-    model, forward, probes, optimizer, probe_opt = build_network(cfg, world, device, monitor)
-    run = Run(cfg, run_dir, device, main, shared, use_bf16(cfg.train.bf16, device), world, source, bank, monitor,
+    bf16 = use_bf16(cfg.train.bf16, device)
+    model, forward, probes, optimizer, probe_opt = build_network(cfg, world, device, monitor, bf16)
+    run = Run(cfg, run_dir, device, main, shared, bf16, world, source, bank, monitor,
               model, forward, probes, optimizer, probe_opt,
               Checkpointer(cfg, run_dir, model, probes, optimizer, probe_opt, source, world), 0, log)
     open_run_dir(run, resume=resume, resume_from=resume_from)
     return run
 
 
-def build_network(cfg: Config, world: envs.World, device: torch.device, monitor: HeldOutMonitor) -> tuple:
+def build_network(cfg: Config, world: envs.World, device: torch.device, monitor: HeldOutMonitor,
+                  bf16: bool) -> tuple:
     """The model (channels_last as configured), what the step calls (DDP-wrapped, compiled), the online probes and
     both optimizers: ``(model, forward, probes, optimizer, probe_opt)``."""
     nproc = ddp.world_size()
-    channels_last = (use_bf16(cfg.train.bf16, device) if cfg.train.channels_last == "auto"
-                     else cfg.train.channels_last == "on")
+    channels_last = use_channels_last(cfg.train.channels_last, bf16)
     model = build_model(cfg, world).to(device)
     if cfg.train.sync_batchnorm and nproc > 1:
         model = ddp.convert_sync_batchnorm(model, device)
